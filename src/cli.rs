@@ -1,0 +1,60 @@
+//! The `hookgate` command line: one binary, one subcommand per role.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "hookgate", version, about = "Turns inbound webhooks into clean, identity-bearing events")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
+    Crds {
+        /// Write `<crd name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("hookgate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Crds { out_dir } => crds(out_dir),
+    }
+}
+
+fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let files = crate::api::crds_yaml().context("rendering the CRDs")?;
+    match out_dir {
+        None => {
+            let docs: Vec<&str> = files.iter().map(|(_, yaml)| yaml.as_str()).collect();
+            print!("{}", docs.join("---\n"));
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (file, yaml) in files {
+                let path = dir.join(file);
+                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
