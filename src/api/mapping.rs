@@ -28,7 +28,11 @@ use super::webhook_source::RecentError;
     ),
     printcolumn(name = "Matched", type_ = "integer", json_path = ".status.matched"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MappingSpec {

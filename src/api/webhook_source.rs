@@ -20,7 +20,11 @@ pub const ROTATE_TOKEN_ANNOTATION: &str = "hookgate.dev/rotate-token";
     shortname = "whs",
     category = "hookgate",
     doc = "An inbound webhook endpoint: a secret URL that senders POST to.",
-    printcolumn(name = "Display name", type_ = "string", json_path = ".spec.displayName"),
+    printcolumn(
+        name = "Display name",
+        type_ = "string",
+        json_path = ".spec.displayName"
+    ),
     printcolumn(name = "Enabled", type_ = "boolean", json_path = ".spec.enabled"),
     printcolumn(
         name = "Ready",
@@ -28,10 +32,22 @@ pub const ROTATE_TOKEN_ANNOTATION: &str = "hookgate.dev/rotate-token";
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
-    printcolumn(name = "Received", type_ = "integer", json_path = ".status.counters.received"),
-    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.counters.failed"),
+    printcolumn(
+        name = "Received",
+        type_ = "integer",
+        json_path = ".status.counters.received"
+    ),
+    printcolumn(
+        name = "Failed",
+        type_ = "integer",
+        json_path = ".status.counters.failed"
+    ),
     printcolumn(name = "Last event", type_ = "date", json_path = ".status.lastEventAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSourceSpec {

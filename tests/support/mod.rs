@@ -1,0 +1,187 @@
+//! Test support: one real control plane (etcd + kube-apiserver + kube-controller-manager)
+//! per test binary, a random namespace per test.
+//!
+//! The control plane comes from `tests/control-plane/up`, the same script people use by hand.
+//! `HOOKGATE_TEST_KUBECONFIG` reuses one that is already running (the test command starts one
+//! for the whole suite); otherwise this binary starts its own, and the script's watchdog stops
+//! it when the binary exits, however it exits.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+
+pub const FIELD_MANAGER: &str = "hookgate.dev/tests";
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct ControlPlane {
+    pub kubeconfig: PathBuf,
+}
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The shared control plane, started on first use. Panics with the script's output if it
+/// cannot start: a test that needs the API server never skips silently.
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| {
+        if let Ok(path) = std::env::var("HOOKGATE_TEST_KUBECONFIG") {
+            let kubeconfig = PathBuf::from(path);
+            assert!(
+                kubeconfig.is_file(),
+                "HOOKGATE_TEST_KUBECONFIG={} does not exist",
+                kubeconfig.display()
+            );
+            return ControlPlane { kubeconfig };
+        }
+        let script = repo_root().join("tests/control-plane/up");
+        let out = Command::new(&script)
+            .arg("--owner-pid")
+            .arg(std::process::id().to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{} failed ({}): {stdout}",
+            script.display(),
+            out.status
+        );
+        let kubeconfig = stdout
+            .lines()
+            .last()
+            .and_then(|line| line.strip_prefix("KUBECONFIG="))
+            .unwrap_or_else(|| panic!("unexpected output from {}: {stdout}", script.display()));
+        ControlPlane {
+            kubeconfig: PathBuf::from(kubeconfig),
+        }
+    })
+}
+
+/// A client for the admin identity. One per test: a client is bound to the runtime that made it.
+pub async fn client() -> Client {
+    let cp = control_plane();
+    let kubeconfig = Kubeconfig::read_from(&cp.kubeconfig).expect("reading the test kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("building a client config from the test kubeconfig");
+    Client::try_from(config).expect("building a client")
+}
+
+/// A fresh namespace named `t-<random>`, with the CRDs installed.
+pub async fn namespace(client: &Client) -> String {
+    install_crds(client).await;
+    let name = format!(
+        "t-{:012x}",
+        RandomState::new().hash_one(std::time::SystemTime::now()) & 0xffff_ffff_ffff
+    );
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"hookgate.dev/test": "true"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    name
+}
+
+/// Applies the committed CRDs with server-side apply and waits until both are Established.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in hookgate::api::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
+        .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+    }
+}
+
+/// Runs kubectl against the test control plane, as a user would.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let cp = control_plane();
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("kubectl must be installed (it is on the PATH of the test machine)");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .expect("writing kubectl's stdin");
+    }
+    child.wait_with_output().expect("waiting for kubectl")
+}
+
+/// kubectl that must succeed; returns its stdout.
+pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every YAML file under `examples/`, sorted.
+pub fn example_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo_root().join("examples"), &mut files);
+    files.sort();
+    files
+}
