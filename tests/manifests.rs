@@ -8,14 +8,23 @@ use serde_json::Value;
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    let dir = support::repo_root().join("crds");
+    assert_crds_current("crds");
+}
+
+#[test]
+fn the_chart_ships_the_same_crds() {
+    assert_crds_current("charts/hookgate/crds");
+}
+
+fn assert_crds_current(relative: &str) {
+    let dir = support::repo_root().join(relative);
     let files = hookgate::api::crds_yaml().expect("rendering CRDs");
     for (file, generated) in &files {
         let path = dir.join(file);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == *generated,
-            "{} is out of date with src/api: run `cargo run -- crds --out-dir crds` and commit the result",
+            "{} is out of date with src/api: run `cargo run -- crds --out-dir {relative}` and commit the result",
             path.display()
         );
     }
