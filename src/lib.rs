@@ -3,6 +3,8 @@
 //!
 //! - [`api`]: the custom resources (`WebhookSource`, `Mapping`).
 //! - [`cli`]: the subcommands of the single `hookgate` binary.
+//! - [`route`]: what the operator publishes and the ingest serves, one route per source.
 
 pub mod api;
 pub mod cli;
+pub mod route;
