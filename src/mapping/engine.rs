@@ -1,0 +1,237 @@
+//! Evaluating compiled mappings against one request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::compile::CompiledMapping;
+use super::event::MappedEvent;
+use super::request::{Request, Scope};
+use super::template::{Template, Val};
+use super::time::to_timestamp;
+
+/// A mapping matched but could not produce an event. The message names fields and templates,
+/// never payload values (it lands in status, Events and the sender's 422 body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingError {
+    pub mapping: Arc<str>,
+    /// The forEach element index, for batched mappings.
+    pub item: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for MappingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.item {
+            Some(item) => write!(
+                f,
+                "mapping {}: forEach item {}: {}",
+                self.mapping, item, self.message
+            ),
+            None => write!(f, "mapping {}: {}", self.mapping, self.message),
+        }
+    }
+}
+
+impl std::error::Error for MappingError {}
+
+/// What the ingest answers (DESIGN §5), before delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No mapping matched, or matched ones produced nothing (an empty batch): 200 `ignored`.
+    Ignored,
+    /// At least one event to deliver; errors of other mappings/elements are recorded, not
+    /// answered.
+    Accepted,
+    /// Mappings matched but every one failed: 422.
+    Unprocessable,
+}
+
+/// Everything the mappings of one source made of one request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MapOutcome {
+    /// Events to deliver, in mapping order then element order.
+    pub events: Vec<MappedEvent>,
+    pub errors: Vec<MappingError>,
+    /// Names of the mappings whose conditions held (for their `matched` counters).
+    pub matched: Vec<Arc<str>>,
+}
+
+impl MapOutcome {
+    pub fn verdict(&self) -> Verdict {
+        if !self.events.is_empty() {
+            Verdict::Accepted
+        } else if !self.errors.is_empty() {
+            Verdict::Unprocessable
+        } else {
+            Verdict::Ignored
+        }
+    }
+}
+
+/// Runs every mapping of a source against a request.
+pub fn map_request(mappings: &[CompiledMapping], request: &Request<'_>) -> MapOutcome {
+    let mut outcome = MapOutcome::default();
+    for mapping in mappings {
+        mapping.apply(request, &mut outcome);
+    }
+    outcome
+}
+
+impl CompiledMapping {
+    /// Adds this mapping's events (or errors) for `request` to `outcome`; nothing when its
+    /// conditions do not hold.
+    pub fn apply(&self, request: &Request<'_>, outcome: &mut MapOutcome) {
+        let scope = request.scope();
+        if !self.conditions.iter().all(|c| c.holds(&scope)) {
+            return;
+        }
+        let Some(for_each) = &self.for_each else {
+            outcome.matched.push(self.name.clone());
+            self.emit(&scope, None, request, outcome);
+            return;
+        };
+        match for_each.evaluate(&scope) {
+            Val::Json(Value::Array(items)) => {
+                let mut matched = self.item_conditions.is_empty();
+                for (index, item) in items.iter().enumerate() {
+                    let scope = scope.with_item(item);
+                    if self.item_conditions.iter().all(|c| c.holds(&scope)) {
+                        matched = true;
+                        self.emit(&scope, Some(index), request, outcome);
+                    }
+                }
+                if matched {
+                    outcome.matched.push(self.name.clone());
+                }
+            }
+            other => {
+                outcome.matched.push(self.name.clone());
+                outcome.errors.push(MappingError {
+                    mapping: self.name.clone(),
+                    item: None,
+                    message: format!(
+                        "forEach ({for_each}) is {}, not an array",
+                        article(other.type_name())
+                    ),
+                });
+            }
+        }
+    }
+
+    fn emit(
+        &self,
+        scope: &Scope<'_>,
+        item: Option<usize>,
+        request: &Request<'_>,
+        outcome: &mut MapOutcome,
+    ) {
+        match self.build(scope, request) {
+            Ok(event) => outcome.events.push(event),
+            Err(message) => outcome.errors.push(MappingError {
+                mapping: self.name.clone(),
+                item,
+                message,
+            }),
+        }
+    }
+
+    fn build(&self, scope: &Scope<'_>, request: &Request<'_>) -> Result<MappedEvent, String> {
+        let e = &self.event;
+        let name = e
+            .name
+            .evaluate(scope)
+            .into_nonempty_string()
+            .ok_or_else(|| format!("event.name ({}) resolved empty", e.name))?;
+
+        let text = |template: &Option<Template>| {
+            template
+                .as_ref()
+                .and_then(|t| t.evaluate(scope).into_nonempty_string())
+        };
+        let visitor_id = text(&e.visitor_id);
+        let external_id = text(&e.external_id);
+        let email = text(&e.email);
+        if visitor_id.is_none() && external_id.is_none() && email.is_none() {
+            return Err(self.no_identity_message());
+        }
+
+        let (id, id_generated) = match text(&e.id) {
+            Some(id) => (id, false),
+            None => (uuid::Uuid::new_v4().to_string(), true),
+        };
+
+        let timestamp = match &e.timestamp {
+            None => request.received_at,
+            Some(template) => match template.evaluate(scope) {
+                Val::Missing => request.received_at,
+                value => to_timestamp(&value)
+                    .map_err(|err| format!("event.timestamp ({template}) {err}"))?,
+            },
+        };
+
+        let mut properties = match e.properties_from.as_ref().map(|t| (t, t.evaluate(scope))) {
+            None | Some((_, Val::Missing)) => Map::new(),
+            Some((_, Val::Json(Value::Object(object)))) => object.clone(),
+            Some((template, other)) => {
+                return Err(format!(
+                    "event.properties.from ({template}) is {}, not an object",
+                    article(other.type_name())
+                ));
+            }
+        };
+        for (key, template) in &*e.fields {
+            // A missing field is left out rather than sent as null: consumers can tell "not
+            // in this payload" from "explicitly empty" only this way.
+            if let Some(value) = template.evaluate(scope).into_json() {
+                properties.insert(key.clone(), value);
+            }
+        }
+
+        let mut event = MappedEvent {
+            mapping: self.name.clone(),
+            name,
+            id,
+            id_generated,
+            visitor_id,
+            external_id,
+            email,
+            timestamp,
+            received_at: request.received_at,
+            properties,
+        };
+        self.privacy.apply(&mut event);
+        Ok(event)
+    }
+
+    /// Names the identity fields that resolved empty and their templates — not their values.
+    fn no_identity_message(&self) -> String {
+        let e = &self.event;
+        let configured: Vec<String> = [
+            ("visitorId", &e.visitor_id),
+            ("email", &e.email),
+            ("externalId", &e.external_id),
+        ]
+        .into_iter()
+        .filter_map(|(field, template)| Some(format!("{field} ({})", template.as_ref()?)))
+        .collect();
+        let verb = if configured.len() == 1 {
+            "resolved"
+        } else {
+            "all resolved"
+        };
+        format!(
+            "event has no identity: {} {verb} empty",
+            configured.join(", ")
+        )
+    }
+}
+
+fn article(type_name: &str) -> String {
+    match type_name {
+        "missing" | "null" => type_name.to_owned(),
+        "array" | "object" => format!("an {type_name}"),
+        other => format!("a {other}"),
+    }
+}

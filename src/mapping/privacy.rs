@@ -1,0 +1,116 @@
+//! `privacy.hash` and `privacy.drop`, applied to each event before delivery.
+
+use serde_json::Value;
+
+use crate::api::mapping::Privacy;
+
+use super::compile::spec_path;
+use super::event::MappedEvent;
+use super::template::{Path, sha256_hex};
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CompiledPrivacy {
+    hash: Box<[HashTarget]>,
+    /// Paths inside `properties`.
+    drop: Box<[Path]>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum HashTarget {
+    Email,
+    VisitorId,
+    ExternalId,
+    /// A path inside `properties`.
+    Property(Path),
+}
+
+/// Receives `(field, position, message)` for each problem found.
+pub(crate) type Report<'r> = dyn FnMut(String, Option<usize>, String) + 'r;
+
+impl CompiledPrivacy {
+    pub(crate) fn compile(spec: Option<&Privacy>, report: &mut Report<'_>) -> Self {
+        let Some(spec) = spec else {
+            return Self::default();
+        };
+        let mut hash = Vec::new();
+        for (i, entry) in spec.hash.iter().enumerate() {
+            let field = format!("privacy.hash[{i}]");
+            match entry.trim() {
+                "email" => hash.push(HashTarget::Email),
+                "visitorId" => hash.push(HashTarget::VisitorId),
+                "externalId" => hash.push(HashTarget::ExternalId),
+                other => match property_path(other, HASHABLE) {
+                    Ok(path) => hash.push(HashTarget::Property(path)),
+                    Err((position, message)) => report(field, position, message),
+                },
+            }
+        }
+        let mut drop = Vec::new();
+        for (i, entry) in spec.drop.iter().enumerate() {
+            match property_path(entry, DROPPABLE) {
+                Ok(path) => drop.push(path),
+                Err((position, message)) => report(format!("privacy.drop[{i}]"), position, message),
+            }
+        }
+        Self {
+            hash: hash.into(),
+            drop: drop.into(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.hash.is_empty() && self.drop.is_empty()
+    }
+
+    pub(crate) fn apply(&self, event: &mut MappedEvent) {
+        if self.is_empty() {
+            return;
+        }
+        // Emails are compared case-insensitively everywhere that matters, so the hash must be
+        // of the normalised form to join with other systems' hashed emails.
+        let normalised = |s: &str| sha256_hex(s.trim().to_lowercase().as_bytes());
+        let trimmed = |s: &str| sha256_hex(s.trim().as_bytes());
+        let mut properties = Value::Object(std::mem::take(&mut event.properties));
+        for target in &self.hash {
+            match target {
+                HashTarget::Email => hash_in_place(&mut event.email, normalised),
+                HashTarget::VisitorId => hash_in_place(&mut event.visitor_id, trimmed),
+                HashTarget::ExternalId => hash_in_place(&mut event.external_id, trimmed),
+                HashTarget::Property(path) => {
+                    if let Some(value) = path.resolve_mut(&mut properties) {
+                        let hashed = match &*value {
+                            Value::Null => continue,
+                            Value::String(s) => trimmed(s),
+                            other => trimmed(&other.to_string()),
+                        };
+                        *value = Value::String(hashed);
+                    }
+                }
+            }
+        }
+        for path in &self.drop {
+            path.remove(&mut properties);
+        }
+        if let Value::Object(map) = properties {
+            event.properties = map;
+        }
+    }
+}
+
+fn hash_in_place(field: &mut Option<String>, hash: impl Fn(&str) -> String) {
+    if let Some(value) = field {
+        *value = hash(value);
+    }
+}
+
+const HASHABLE: &str = "email, visitorId, externalId or properties.<name>";
+const DROPPABLE: &str = "a property path such as properties.card.number";
+
+/// `properties.<path>` to the path inside properties.
+fn property_path(entry: &str, expected: &str) -> Result<Path, (Option<usize>, String)> {
+    let path = spec_path(entry)?;
+    if path.keys().next() != Some("properties") || path.keys().len() < 2 {
+        return Err((None, format!("\"{}\" is not {expected}", entry.trim())));
+    }
+    Ok(path.tail())
+}

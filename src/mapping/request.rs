@@ -1,0 +1,130 @@
+//! What a template can read: the parsed body, the request headers and query, the receive time.
+
+use std::borrow::Cow;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+/// Header lookup. Implemented for `hyper::HeaderMap` (what the ingest has) and for slices of
+/// pairs (what tests and `hookgate send` have).
+pub trait Headers {
+    /// The first value of the header; `name` is lowercase. Values that are not visible ASCII
+    /// are treated as absent.
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+impl Headers for hyper::HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name)?.to_str().ok()
+    }
+}
+
+impl Headers for [(&str, &str)] {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| *value)
+    }
+}
+
+impl<const N: usize> Headers for [(&str, &str); N] {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.as_slice().header(name)
+    }
+}
+
+/// No headers at all.
+impl Headers for () {
+    fn header(&self, _: &str) -> Option<&str> {
+        None
+    }
+}
+
+/// The decoded query string; the first value wins for repeated parameters.
+#[derive(Clone, Debug, Default)]
+pub struct Query<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> Query<'a> {
+    /// Decodes `a=1&b=two` (without the leading `?`).
+    pub fn parse(raw: &'a str) -> Self {
+        Self {
+            pairs: form_urlencoded::parse(raw.as_bytes()).collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| &**value)
+    }
+}
+
+/// One inbound request, as the mapping engine sees it.
+pub struct Request<'a> {
+    pub(crate) body: &'a Value,
+    pub(crate) headers: &'a dyn Headers,
+    pub(crate) query: Query<'a>,
+    pub(crate) received_at: Timestamp,
+}
+
+impl<'a> Request<'a> {
+    /// A request with this body, no headers and no query. `received_at` is the default event
+    /// timestamp and the event's `receivedAt`; the engine never reads the clock itself.
+    pub fn new(body: &'a Value, received_at: Timestamp) -> Self {
+        Self {
+            body,
+            headers: &(),
+            query: Query::default(),
+            received_at,
+        }
+    }
+
+    pub fn with_headers(mut self, headers: &'a dyn Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// The raw query string, without `?`.
+    pub fn with_query(mut self, raw: &'a str) -> Self {
+        self.query = Query::parse(raw);
+        self
+    }
+
+    pub(crate) fn scope(&self) -> Scope<'_> {
+        Scope {
+            body: self.body,
+            item: None,
+            headers: self.headers,
+            query: &self.query,
+        }
+    }
+}
+
+/// The evaluation context: a request plus, inside forEach, the current element.
+#[derive(Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub(crate) body: &'a Value,
+    pub(crate) item: Option<&'a Value>,
+    headers: &'a dyn Headers,
+    query: &'a Query<'a>,
+}
+
+impl<'a> Scope<'a> {
+    pub(crate) fn with_item(self, item: &'a Value) -> Self {
+        Self {
+            item: Some(item),
+            ..self
+        }
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.header(name)
+    }
+
+    pub(crate) fn query(&self, name: &str) -> Option<&'a str> {
+        self.query.get(name)
+    }
+}

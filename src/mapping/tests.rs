@@ -1,0 +1,1 @@
+//! Engine tests against realistic fixtures.
