@@ -204,7 +204,8 @@ impl CompiledMapping {
     }
 
     /// Every body path a template of this mapping reads, `$item` paths expanded to
-    /// `forEach` path + `0` + item path. A path also reads everything below it.
+    /// `forEach` path + `0` + item path. A path also reads everything below it — except the
+    /// forEach path itself, which only selects the array: reading it adds nothing.
     pub fn read_paths(&self) -> &[Path] {
         &self.reads
     }
@@ -215,7 +216,6 @@ impl CompiledMapping {
             .iter()
             .chain(self.item_conditions.iter())
             .map(|c| &c.template)
-            .chain(self.for_each.iter())
             .chain(std::iter::once(&e.name))
             .chain(
                 [

@@ -1,10 +1,12 @@
 //! Learning a source's payload shape: which field paths arrive, with which JSON types, how
 //! often — and which of them no mapping reads.
 //!
-//! Paths are written in template syntax so they can be pasted into a Mapping. Arrays are
-//! observed through their first element and written with index `0` (`{{items.0.sku}}`): that
-//! is a working template, and inside a forEach over `{{items}}` it is `{{$item.sku}}`. The
-//! other elements are not walked, which keeps observing a large batch cheap.
+//! Paths are written in template syntax so they can be pasted into a Mapping. The elements of
+//! an array are merged under index `0` (`{{items.0.sku}}`): that is a working template, and
+//! inside a forEach over `{{items}}` it is `{{$item.sku}}`. Only the first
+//! [`ARRAY_SAMPLE`] elements are walked, which keeps observing a large batch cheap while still
+//! seeing the fields of mixed batches. `seen` counts occurrences, so a field of every element
+//! of a 3-element array is seen 3 times per body.
 
 use std::collections::HashMap;
 
@@ -15,6 +17,9 @@ use super::template::{Path, write_key};
 
 /// The default bound on distinct paths per source (the status field holds at most 100).
 pub const DEFAULT_MAX_PATHS: usize = 100;
+
+/// How many elements of each array are walked.
+pub const ARRAY_SAMPLE: usize = 16;
 
 /// Paths deeper than this are not recorded: they make unreadable status and are rarely mapped.
 const MAX_DEPTH: usize = 12;
@@ -101,17 +106,21 @@ impl ShapeObserver {
 
     /// Observed fields sorted by path.
     pub fn fields(&self) -> Vec<ObservedField> {
-        let mut fields: Vec<ObservedField> = self
+        let mut fields: Vec<(&str, &Shape)> = self
             .fields
             .iter()
+            .map(|(path, shape)| (&**path, shape))
+            .collect();
+        // By the bare path, so a container sorts before its fields (`.` sorts before `}`).
+        fields.sort_unstable_by_key(|(path, _)| *path);
+        fields
+            .into_iter()
             .map(|(path, shape)| ObservedField {
                 path: format!("{{{{{path}}}}}"),
                 types: shape.types,
                 seen: shape.seen,
             })
-            .collect();
-        fields.sort_by(|a, b| a.path.cmp(&b.path));
-        fields
+            .collect()
     }
 
     /// How many new paths were not recorded because the bound was reached.
@@ -132,17 +141,20 @@ impl ShapeObserver {
             .flat_map(CompiledMapping::read_paths)
             .collect();
         let is_read = |keys: &[Box<str>]| reads.iter().any(|read| overlaps(read, keys));
-        let mut unmapped: Vec<String> = self
+        let mut unmapped: Vec<&str> = self
             .fields
             .iter()
             .filter(|(_, shape)| {
                 let keys = &shape.keys;
                 !is_read(keys) && (keys.len() == 1 || is_read(&keys[..keys.len() - 1]))
             })
-            .map(|(path, _)| format!("{{{{{path}}}}}"))
+            .map(|(path, _)| &**path)
             .collect();
-        unmapped.sort();
+        unmapped.sort_unstable();
         unmapped
+            .into_iter()
+            .map(|path| format!("{{{{{path}}}}}"))
+            .collect()
     }
 }
 
@@ -177,8 +189,8 @@ impl<'v> Walk<'_, 'v> {
                 }
             }
             Value::Array(items) => {
-                if let Some(first) = items.first() {
-                    self.visit("0", first);
+                for item in items.iter().take(ARRAY_SAMPLE) {
+                    self.visit("0", item);
                 }
             }
             _ => {}
