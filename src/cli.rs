@@ -25,6 +25,8 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the operator: reconcile WebhookSources and Mappings, publish routes, deploy the ingest.
+    Operator(crate::operator::OperatorArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -41,6 +43,10 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
+        Command::Operator(args) => {
+            init_tracing();
+            tokio_runtime()?.block_on(crate::operator::run(args))
+        }
     }
 }
 
@@ -62,4 +68,21 @@ fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), `HOOKGATE_LOG_FORMAT=json` for JSON lines.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = builder.try_init();
 }

@@ -9,4 +9,5 @@
 pub mod api;
 pub mod cli;
 pub mod mapping;
+pub mod operator;
 pub mod route;

@@ -95,7 +95,10 @@ impl fmt::Debug for RouteSignature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouteSignature")
             .field("scheme", &self.scheme)
-            .field("secrets", &format_args!("<{} redacted>", self.secrets.len()))
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
             .field("tolerance_seconds", &self.tolerance_seconds)
             .field("header", &self.header)
             .finish()

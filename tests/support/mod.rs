@@ -185,3 +185,150 @@ pub fn example_files() -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Renders a chart template that uses only `{{ .Release.Name }}` and `{{ .Release.Namespace }}`
+/// (the RBAC files are kept that simple so tests can apply exactly what the chart ships).
+pub fn render_chart_file(relative: &str, release: &str, namespace: &str) -> String {
+    let path = repo_root().join("charts/hookgate/templates").join(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let rendered = text
+        .replace("{{ .Release.Name }}", release)
+        .replace("{{ .Release.Namespace }}", namespace);
+    assert!(
+        !rendered.contains("{{"),
+        "{} uses templating beyond .Release.Name/.Release.Namespace",
+        path.display()
+    );
+    rendered
+}
+
+/// A kubeconfig for a ServiceAccount (a TokenRequest token), so a process runs with exactly
+/// the RBAC bound to that account.
+pub fn service_account_kubeconfig(namespace: &str, account: &str, dir: &Path) -> PathBuf {
+    let token = kubectl_ok(
+        &["create", "token", account, "-n", namespace, "--duration=2h"],
+        None,
+    );
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&control_plane().kubeconfig).unwrap())
+            .unwrap();
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": account, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": account, "namespace": namespace}}],
+        "current-context": "test",
+    });
+    let path = dir.join(format!("{namespace}-{account}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+/// A `hookgate` subcommand running as a child process; killed when dropped. Its stderr (the
+/// logs) goes to a file the test can read, e.g. to prove no secret was logged.
+pub struct Process {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn start(args: &[&str], kubeconfig: &Path, log: PathBuf) -> Process {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn,hookgate=debug")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting the hookgate binary");
+        Process { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A temporary directory for one test, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{:x}",
+            std::process::id(),
+            RandomState::new().hash_one(std::time::SystemTime::now())
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until `check` holds for the named object, or panics after `secs` with `what`.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    secs: u64,
+    what: &str,
+    check: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let cond = move |obj: Option<&K>| obj.is_some_and(&check);
+    match tokio::time::timeout(
+        Duration::from_secs(secs),
+        await_condition(api.clone(), name, cond),
+    )
+    .await
+    {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{what}: {name} disappeared"),
+        Ok(Err(e)) => panic!("{what}: watching {name}: {e}"),
+        Err(_) => panic!(
+            "{what}: not true within {secs}s; last seen: {:?}",
+            api.get_opt(name).await
+        ),
+    }
+}
+
+/// Waits until the named object is gone.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, secs: u64, what: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let cond = |obj: Option<&K>| obj.is_none();
+    if tokio::time::timeout(
+        Duration::from_secs(secs),
+        await_condition(api.clone(), name, cond),
+    )
+    .await
+    .is_err()
+    {
+        panic!("{what}: {name} still exists after {secs}s");
+    }
+}

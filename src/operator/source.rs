@@ -1,0 +1,726 @@
+//! Reconciles a WebhookSource: token Secret, rotation, signing secret, route, status, Events.
+//!
+//! The pipeline: read what exists (token Secret, signing Secret, mappings) → decide (rotation,
+//! route, conditions; pure) → write (Secret, route, status), each write skipped when nothing
+//! changed so a resync costs reads only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::conditions::{self, Verdict};
+use super::token::{self, StoredToken, Token};
+use super::{Context, Error, FIELD_MANAGER, FINALIZER};
+use crate::api::conditions::READY;
+use crate::api::mapping::Mapping;
+use crate::api::webhook_source::{
+    DEFAULT_MAX_BODY_BYTES, ROTATE_TOKEN_ANNOTATION, WebhookSource, WebhookSourceStatus,
+};
+use crate::mapping::CompiledMapping;
+use crate::route::{
+    ROUTE_KEY, ROUTE_LABEL, RateLimit, Route, RouteMapping, RouteSignature, TokenHash,
+};
+
+pub const TOKEN_READY: &str = "TokenReady";
+pub const ROUTE_PUBLISHED: &str = "RoutePublished";
+
+const RESYNC: Duration = Duration::from_secs(600);
+const DEFAULT_TOLERANCE: u64 = 300;
+const DEFAULT_DEDUP_WINDOW: u64 = 3600;
+
+pub fn token_secret_name(source: &str) -> String {
+    format!("{source}-webhook-token")
+}
+
+/// The carrier Secret of a source's route, in the operator's namespace. Owner references cannot
+/// cross namespaces, so the finalizer removes it.
+pub fn route_secret_name(namespace: &str, name: &str) -> String {
+    let plain = format!("route-{namespace}-{name}");
+    if plain.len() <= 253 {
+        plain
+    } else {
+        let hash = crate::route::token_sha256_hex(&format!("{namespace}/{name}"));
+        format!("route-{}", &hash[..40])
+    }
+}
+
+pub async fn reconcile(source: Arc<WebhookSource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = source.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<WebhookSource> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, source, |event| async {
+        match event {
+            FinalizerEvent::Apply(source) => apply(&source, &ctx).await,
+            FinalizerEvent::Cleanup(source) => cleanup(&source, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// What the token step found: the tokens to publish, or why there are none.
+struct TokenOutcome {
+    current: Option<Token>,
+    previous: Option<(Token, i64)>,
+    secret_name: String,
+    rotated_at: Option<String>,
+    verdict: Verdict,
+    requeue: Option<Duration>,
+}
+
+async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
+    let ns = source.namespace().ok_or(Error::MissingNamespace)?;
+    let name = source.name_any();
+    let now = Timestamp::now();
+
+    let tokens = match &source.spec.token_secret_ref {
+        Some(reference) => {
+            user_token(source, &ns, &reference.name, reference.key.as_deref(), ctx).await?
+        }
+        None => generated_token(source, &ns, &name, now, ctx).await?,
+    };
+
+    let (signature, signature_verdict) = signing_secrets(source, &ns, ctx).await?;
+
+    // Mappings attached to this source; only those that compile make it into the route, the
+    // others report their error on their own status.
+    let all: Api<Mapping> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut attached: Vec<Mapping> = all
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::ListMappings)?
+        .items
+        .into_iter()
+        .filter(|m| m.spec.source_ref.name == name && m.meta().deletion_timestamp.is_none())
+        .collect();
+    attached.sort_by_key(|m| m.name_any());
+    let route_mappings: Vec<RouteMapping> = attached
+        .iter()
+        .filter(|m| CompiledMapping::compile(&m.name_any(), &m.spec).is_ok())
+        .map(|m| RouteMapping {
+            name: m.name_any(),
+            generation: m.meta().generation.unwrap_or_default(),
+            spec: m.spec.clone(),
+        })
+        .collect();
+
+    let mut verdicts = vec![tokens.verdict.clone()];
+    if let Some(v) = &signature_verdict {
+        verdicts.push(v.clone());
+    }
+    let route_ready = tokens.current.is_some() && signature_verdict.as_ref().is_none_or(|v| v.ok);
+    if route_ready {
+        let route = build_route(source, &ns, &name, &tokens, signature, route_mappings, now);
+        publish_route(&route, ctx).await?;
+        verdicts.push(Verdict::ok(
+            ROUTE_PUBLISHED,
+            "Published",
+            format!("route published with {} mapping(s)", route.mappings.len()),
+        ));
+    } else {
+        // Without a usable token or signing secret nothing may be served: withdraw the route.
+        withdraw_route(&ns, &name, ctx).await?;
+        verdicts.push(Verdict::fail(
+            ROUTE_PUBLISHED,
+            "Withdrawn",
+            "the route is not served until the problems above are fixed",
+        ));
+    }
+
+    let ready = if let Some(failed) = verdicts.iter().find(|v| !v.ok) {
+        Verdict::fail(READY, failed.reason, failed.message.clone())
+    } else if !source.spec.enabled {
+        Verdict::ok(
+            READY,
+            "Disabled",
+            "the source is disabled: senders get 503 with Retry-After",
+        )
+    } else {
+        Verdict::ok(READY, "Serving", "the URL is in force")
+    };
+    verdicts.insert(0, ready.clone());
+
+    let existing = source.status.clone().unwrap_or_default();
+    let generation = source.meta().generation;
+    let status = WebhookSourceStatus {
+        observed_generation: generation,
+        conditions: conditions::compute(&existing.conditions, &verdicts, generation, now),
+        url: tokens
+            .current
+            .as_ref()
+            .map(|t| token::webhook_url(&ctx.args.public_url, &t.redacted())),
+        token_secret_name: Some(tokens.secret_name.clone()),
+        token_rotated_at: tokens
+            .rotated_at
+            .as_deref()
+            .and_then(|s| s.parse::<Timestamp>().ok())
+            .map(Time),
+        mappings: attached.iter().map(|m| m.name_any()).collect(),
+        ..Default::default()
+    };
+    let unchanged = existing.observed_generation == status.observed_generation
+        && conditions::same(&existing.conditions, &status.conditions)
+        && existing.url == status.url
+        && existing.token_secret_name == status.token_secret_name
+        && existing.token_rotated_at == status.token_rotated_at
+        && existing.mappings == status.mappings;
+    if !unchanged {
+        patch_status(source, &ns, &name, &status, ctx).await?;
+    }
+
+    let was_ready = conditions::is_true(&existing.conditions, READY);
+    if was_ready != Some(ready.ok) {
+        let type_ = if ready.ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        ctx.publish(
+            source,
+            type_,
+            ready.reason,
+            "Reconcile",
+            Some(ready.message.clone()),
+        )
+        .await;
+    }
+    info!(namespace = %ns, name = %name, ready = ready.ok, reason = ready.reason, "reconciled WebhookSource");
+
+    let mut next = RESYNC;
+    if source.spec.token_secret_ref.is_some() || source.spec.signature.is_some() {
+        next = next.min(ctx.args.secret_resync);
+    }
+    if let Some(r) = tokens.requeue {
+        next = next.min(r);
+    }
+    Ok(Action::requeue(next))
+}
+
+async fn patch_status(
+    source: &WebhookSource,
+    ns: &str,
+    name: &str,
+    status: &WebhookSourceStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let api: Api<WebhookSource> = Api::namespaced(ctx.client.clone(), ns);
+    // Server-side apply of only the fields the operator owns; counters, recent events and the
+    // learned shape belong to the ingest's field manager and are left alone.
+    let mut status_json = serde_json::to_value(status).map_err(Error::Serialize)?;
+    if let Some(obj) = status_json.as_object_mut() {
+        // An empty list must still be applied, or a detached last mapping would linger.
+        obj.entry("mappings").or_insert_with(|| json!([]));
+    }
+    let patch = json!({
+        "apiVersion": WebhookSource::api_version(&()),
+        "kind": WebhookSource::kind(&()),
+        "status": status_json,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    let _ = source;
+    Ok(())
+}
+
+/// The user's own token (`tokenSecretRef`): read, never written.
+async fn user_token(
+    source: &WebhookSource,
+    ns: &str,
+    secret: &str,
+    key: Option<&str>,
+    ctx: &Context,
+) -> Result<TokenOutcome, Error> {
+    let key = key.unwrap_or(token::TOKEN_KEY);
+    let found = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(secret)
+        .await
+        .map_err(Error::GetSecret)?;
+    let current = found
+        .as_ref()
+        .and_then(|s| token::secret_value(s, key))
+        .and_then(|v| Token::from_secret_value(&v));
+    let verdict = match (&found, &current) {
+        (None, _) => Verdict::fail(
+            TOKEN_READY,
+            "TokenSecretNotFound",
+            format!("tokenSecretRef: Secret {secret} not found in namespace {ns}"),
+        ),
+        (Some(_), None) => Verdict::fail(
+            TOKEN_READY,
+            "TokenSecretKeyMissing",
+            format!("tokenSecretRef: Secret {secret} has no non-empty key {key}"),
+        ),
+        (Some(_), Some(_)) => Verdict::ok(
+            TOKEN_READY,
+            "UserProvided",
+            format!("token from Secret {secret}"),
+        ),
+    };
+    let _ = source;
+    Ok(TokenOutcome {
+        current,
+        previous: None,
+        secret_name: secret.to_owned(),
+        rotated_at: None,
+        verdict,
+        requeue: None,
+    })
+}
+
+/// The generated token Secret: created once, rotated only when the rotate annotation changes.
+async fn generated_token(
+    source: &WebhookSource,
+    ns: &str,
+    name: &str,
+    now: Timestamp,
+    ctx: &Context,
+) -> Result<TokenOutcome, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret_name = token_secret_name(name);
+    let requested_key = source.annotations().get(ROTATE_TOKEN_ANNOTATION).cloned();
+    let grace = grace_period(source);
+
+    let existing = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(Error::GetSecret)?;
+    let stored = existing.as_ref().and_then(StoredToken::read);
+
+    let (next, event) = match stored.clone() {
+        None => {
+            let fresh = StoredToken {
+                current: Token::generate(),
+                rotation_key: requested_key.clone().unwrap_or_default(),
+                rotated_at: Some(now.to_string()),
+                previous: None,
+            };
+            let why = if existing.is_some() {
+                (
+                    "TokenRegenerated",
+                    "the token Secret had no token; a new URL was generated",
+                )
+            } else {
+                ("TokenCreated", "generated a webhook token")
+            };
+            (fresh, Some(why))
+        }
+        // Rotation only on a new annotation value: removing the annotation rotates nothing.
+        Some(s) if requested_key.as_ref().is_some_and(|k| *k != s.rotation_key) => {
+            let previous = (grace > 0).then(|| (s.current.clone(), now.as_second() + grace as i64));
+            let rotated = StoredToken {
+                current: Token::generate(),
+                rotation_key: requested_key.clone().unwrap_or_default(),
+                rotated_at: Some(now.to_string()),
+                previous,
+            };
+            let why = if grace > 0 {
+                (
+                    "TokenRotated",
+                    "rotated the webhook token; the previous URL works until the grace period ends",
+                )
+            } else {
+                (
+                    "TokenRotated",
+                    "rotated the webhook token; the previous URL no longer works",
+                )
+            };
+            (rotated, Some(why))
+        }
+        Some(mut s) => {
+            // A grace period that has ended drops the previous token from the Secret too.
+            if s.previous
+                .as_ref()
+                .is_some_and(|(_, exp)| *exp <= now.as_second())
+            {
+                s.previous = None;
+            }
+            (s, None)
+        }
+    };
+
+    let (data, annotations) = next.render(&ctx.args.public_url);
+    let stored_url = existing
+        .as_ref()
+        .and_then(|s| token::secret_value(s, token::URL_KEY));
+    let needs_write = stored.as_ref() != Some(&next)
+        || stored_url.as_deref() != data.get(token::URL_KEY).map(|b| b.0.as_slice());
+    if needs_write {
+        write_token_secret(source, &secrets, &secret_name, existing, data, annotations).await?;
+    }
+    if let Some((reason, note)) = event {
+        // The note never contains the token or the URL.
+        ctx.publish(
+            source,
+            EventType::Normal,
+            reason,
+            "Token",
+            Some(note.to_owned()),
+        )
+        .await;
+        info!(namespace = %ns, name = %name, reason, "token written");
+    }
+
+    let requeue = next
+        .previous
+        .as_ref()
+        .map(|(_, exp)| Duration::from_secs((exp - now.as_second()).max(1) as u64));
+    Ok(TokenOutcome {
+        current: Some(next.current.clone()),
+        previous: next.previous.clone(),
+        secret_name,
+        rotated_at: next.rotated_at.clone(),
+        verdict: Verdict::ok(TOKEN_READY, "Generated", "token generated by the operator"),
+        requeue,
+    })
+}
+
+async fn write_token_secret(
+    source: &WebhookSource,
+    secrets: &Api<Secret>,
+    secret_name: &str,
+    existing: Option<Secret>,
+    data: BTreeMap<String, ByteString>,
+    annotations: BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let owner = source
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingNamespace)?;
+    match existing {
+        None => {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(secret_name.to_owned()),
+                    labels: Some(source_labels(&source.name_any())),
+                    annotations: Some(annotations),
+                    owner_references: Some(vec![owner]),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(data),
+                ..Default::default()
+            };
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(Error::CreateSecret)?;
+        }
+        Some(mut secret) => {
+            // Replace with the resourceVersion just read: a concurrent writer makes this fail
+            // and the reconcile retries, so two rotations can never interleave.
+            secret.data = Some(data);
+            secret.string_data = None;
+            let meta = &mut secret.metadata;
+            let mut merged = meta.annotations.take().unwrap_or_default();
+            merged.retain(|k, _| {
+                ![
+                    token::ROTATION_KEY_ANNOTATION,
+                    token::ROTATED_AT_ANNOTATION,
+                    token::PREVIOUS_EXPIRES_ANNOTATION,
+                ]
+                .contains(&k.as_str())
+            });
+            merged.extend(annotations);
+            meta.annotations = Some(merged);
+            ensure_owner(meta, owner);
+            secrets
+                .replace(secret_name, &PostParams::default(), &secret)
+                .await
+                .map_err(Error::ReplaceSecret)?;
+        }
+    }
+    Ok(())
+}
+
+fn ensure_owner(meta: &mut ObjectMeta, owner: OwnerReference) {
+    let owners = meta.owner_references.get_or_insert_with(Vec::new);
+    if !owners.iter().any(|o| o.uid == owner.uid) {
+        owners.push(owner);
+    }
+}
+
+fn source_labels(name: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert("app.kubernetes.io/managed-by".into(), "hookgate".into());
+    if name.len() <= 63 {
+        labels.insert("hookgate.dev/source".into(), name.to_owned());
+    }
+    labels
+}
+
+fn grace_period(source: &WebhookSource) -> u64 {
+    source
+        .spec
+        .token_rotation
+        .as_ref()
+        .and_then(|r| r.grace_period.as_deref())
+        .and_then(parse_duration_secs)
+        .unwrap_or(0)
+}
+
+/// Go-style durations as accepted by the CRD's CEL rule; whole seconds are enough here.
+pub fn parse_duration_secs(text: &str) -> Option<u64> {
+    let d: kube::core::Duration = text.parse().ok()?;
+    Some(std::time::Duration::from(d).as_secs())
+}
+
+async fn signing_secrets(
+    source: &WebhookSource,
+    ns: &str,
+    ctx: &Context,
+) -> Result<(Option<RouteSignature>, Option<Verdict>), Error> {
+    const TYPE: &str = "SignatureReady";
+    let Some(sig) = &source.spec.signature else {
+        return Ok((None, None));
+    };
+    let Some(reference) = &sig.secret_ref else {
+        // The CRD's CEL rule refuses this; an object stored before the rule existed lands here.
+        return Ok((
+            None,
+            Some(Verdict::fail(
+                TYPE,
+                "SignatureSecretMissing",
+                "signature.secretRef is required",
+            )),
+        ));
+    };
+    let key = reference.key.as_deref().unwrap_or("secret");
+    let found = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&reference.name)
+        .await
+        .map_err(Error::GetSecret)?;
+    let value = found
+        .as_ref()
+        .and_then(|s| token::secret_value(s, key))
+        .and_then(|v| String::from_utf8(v).ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let Some(secret) = value else {
+        let message = if found.is_none() {
+            format!(
+                "signature.secretRef: Secret {} not found in namespace {ns}",
+                reference.name
+            )
+        } else {
+            format!(
+                "signature.secretRef: Secret {} has no non-empty key {key}",
+                reference.name
+            )
+        };
+        return Ok((
+            None,
+            Some(Verdict::fail(TYPE, "SignatureSecretNotFound", message)),
+        ));
+    };
+    let route_sig = RouteSignature {
+        scheme: sig.scheme,
+        secrets: vec![secret],
+        tolerance_seconds: sig
+            .tolerance
+            .as_deref()
+            .and_then(parse_duration_secs)
+            .unwrap_or(DEFAULT_TOLERANCE),
+        header: sig.header.clone(),
+        algorithm: sig.algorithm,
+        encoding: sig.encoding,
+        prefix: sig.prefix.clone(),
+    };
+    Ok((
+        Some(route_sig),
+        Some(Verdict::ok(
+            TYPE,
+            "SecretFound",
+            format!("signing secret from Secret {}", reference.name),
+        )),
+    ))
+}
+
+fn build_route(
+    source: &WebhookSource,
+    ns: &str,
+    name: &str,
+    tokens: &TokenOutcome,
+    signature: Option<RouteSignature>,
+    mappings: Vec<RouteMapping>,
+    now: Timestamp,
+) -> Route {
+    let mut hashes = Vec::new();
+    if let Some(t) = &tokens.current {
+        hashes.push(TokenHash {
+            sha256: t.sha256_hex(),
+            expires_at: None,
+        });
+    }
+    if let Some((t, exp)) = &tokens.previous
+        && *exp > now.as_second()
+    {
+        hashes.push(TokenHash {
+            sha256: t.sha256_hex(),
+            expires_at: Some(*exp),
+        });
+    }
+    let limits = source.spec.limits.clone().unwrap_or_default();
+    let rate_limit = limits.requests_per_second.map(|rps| {
+        let rps = rps.max(1) as u32;
+        RateLimit {
+            requests_per_second: rps,
+            burst: limits.burst.map(|b| b.max(1) as u32).unwrap_or(rps),
+        }
+    });
+    Route {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        generation: source.meta().generation.unwrap_or_default(),
+        tokens: hashes,
+        enabled: source.spec.enabled,
+        max_body_bytes: u64::try_from(limits.max_body_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES as u64),
+        rate_limit,
+        dedup_window_seconds: source
+            .spec
+            .dedup
+            .as_ref()
+            .and_then(|d| d.window.as_deref())
+            .and_then(parse_duration_secs)
+            .unwrap_or(DEFAULT_DEDUP_WINDOW),
+        signature,
+        mappings,
+        sink: source.spec.sink.clone(),
+    }
+}
+
+async fn publish_route(route: &Route, ctx: &Context) -> Result<(), Error> {
+    let json = serde_json::to_vec(route).map_err(Error::Serialize)?;
+    let key = (route.namespace.clone(), route.name.clone());
+    let digest = crate::route::token_sha256_hex(&String::from_utf8_lossy(&json));
+    if ctx
+        .published
+        .lock()
+        .expect("published-routes lock")
+        .get(&key)
+        == Some(&digest)
+    {
+        return Ok(());
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert(ROUTE_LABEL.to_owned(), "true".to_owned());
+    labels.insert("app.kubernetes.io/managed-by".into(), "hookgate".into());
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "hookgate.dev/source".to_owned(),
+        format!("{}/{}", route.namespace, route.name),
+    );
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(route_secret_name(&route.namespace, &route.name)),
+            namespace: Some(ctx.args.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        type_: Some("hookgate.dev/route".into()),
+        data: Some(BTreeMap::from([(ROUTE_KEY.to_owned(), ByteString(json))])),
+        ..Default::default()
+    };
+    let mut value = serde_json::to_value(&secret).map_err(Error::Serialize)?;
+    value["apiVersion"] = json!("v1");
+    value["kind"] = json!("Secret");
+    let name = route_secret_name(&route.namespace, &route.name);
+    Api::<Secret>::namespaced(ctx.client.clone(), &ctx.args.namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .map_err(Error::PublishRoute)?;
+    ctx.published
+        .lock()
+        .expect("published-routes lock")
+        .insert(key, digest);
+    Ok(())
+}
+
+async fn withdraw_route(ns: &str, name: &str, ctx: &Context) -> Result<(), Error> {
+    ctx.published
+        .lock()
+        .expect("published-routes lock")
+        .remove(&(ns.to_owned(), name.to_owned()));
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.args.namespace);
+    match api
+        .delete(&route_secret_name(ns, name), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::DeleteRoute(e)),
+    }
+}
+
+/// Deletion: the route goes before the finalizer is removed, so the URL stops working before
+/// the object disappears. The token Secret follows its owner through garbage collection.
+async fn cleanup(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
+    let ns = source.namespace().ok_or(Error::MissingNamespace)?;
+    let name = source.name_any();
+    withdraw_route(&ns, &name, ctx).await?;
+    ctx.publish(
+        source,
+        EventType::Normal,
+        "RouteWithdrawn",
+        "Delete",
+        Some("the URL no longer works".into()),
+    )
+    .await;
+    info!(namespace = %ns, name = %name, "route withdrawn for deletion");
+    Ok(Action::await_change())
+}
+
+impl Context {
+    /// Records a Kubernetes Event; a failure to record is logged, never fatal.
+    pub async fn publish(
+        &self,
+        obj: &WebhookSource,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: Option<String>,
+    ) {
+        self.publish_for(&obj.object_ref(&()), type_, reason, action, note)
+            .await;
+    }
+
+    pub async fn publish_for(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: Option<String>,
+    ) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.to_owned(),
+            note,
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            warn!(error = %e, reason, "could not record a Kubernetes Event");
+        }
+    }
+}

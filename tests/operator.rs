@@ -1,0 +1,823 @@
+//! The operator against a real control plane, running as a process under a ServiceAccount
+//! bound to exactly the RBAC the chart ships.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use hookgate::api::mapping::Mapping;
+use hookgate::api::webhook_source::WebhookSource;
+use hookgate::route::{ROUTE_KEY, Route, token_sha256_hex};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::{Process, TempDir};
+
+const PUBLIC_URL: &str = "https://hooks.test.example";
+
+/// One test's world: a namespace that is also the operator's own, the chart's RBAC in it, and
+/// a kubeconfig for the operator's ServiceAccount.
+struct World {
+    client: Client,
+    ns: String,
+    dir: TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl World {
+    async fn new() -> World {
+        let client = support::client().await;
+        let ns = support::namespace(&client).await;
+        let rbac = support::render_chart_file("operator-rbac.yaml", &ns, &ns);
+        support::kubectl_ok(&["apply", "-f", "-"], Some(&rbac));
+        let dir = TempDir::new("hookgate-operator-test");
+        let kubeconfig =
+            support::service_account_kubeconfig(&ns, &format!("{ns}-operator"), &dir.0);
+        World {
+            client,
+            ns,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    fn operator(&self, instance: &str) -> Process {
+        let log = self.dir.0.join(format!("operator-{instance}.log"));
+        Process::start(
+            &[
+                "operator",
+                "--namespace",
+                &self.ns,
+                "--watch-namespace",
+                &self.ns,
+                "--public-url",
+                PUBLIC_URL,
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--identity",
+                instance,
+                "--lease-duration",
+                "4",
+                "--secret-resync",
+                "1s",
+                "--ingest-image",
+                "registry.example/hookgate:test",
+            ],
+            &self.kubeconfig,
+            log,
+        )
+    }
+
+    fn sources(&self) -> Api<WebhookSource> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn mappings(&self) -> Api<Mapping> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn create(&self, yaml: &str) {
+        let value: Value = serde_yaml::from_str(yaml).unwrap();
+        match value["kind"].as_str() {
+            Some("WebhookSource") => {
+                self.sources()
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(value).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            Some("Mapping") => {
+                self.mappings()
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(value).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            Some("Secret") => {
+                self.secrets()
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(value).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unexpected kind {other:?}"),
+        }
+    }
+
+    async fn merge_source(&self, name: &str, patch: Value) {
+        self.sources()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn ready_source(&self, name: &str) -> WebhookSource {
+        support::wait_for(
+            &self.sources(),
+            name,
+            30,
+            "source Ready",
+            |s: &WebhookSource| {
+                is_ready(
+                    s.status.as_ref().map(|s| s.conditions.as_slice()),
+                    s.metadata.generation,
+                )
+            },
+        )
+        .await
+    }
+
+    async fn token(&self, source: &str) -> String {
+        let secret = self
+            .secrets()
+            .get(&format!("{source}-webhook-token"))
+            .await
+            .unwrap();
+        String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+    }
+
+    fn route_api(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn route_name(&self, source: &str) -> String {
+        format!("route-{}-{source}", self.ns)
+    }
+
+    async fn route(&self, source: &str) -> Route {
+        let secret = self
+            .route_api()
+            .get(&self.route_name(source))
+            .await
+            .unwrap();
+        parse_route(&secret)
+    }
+
+    async fn wait_route(&self, source: &str, what: &str, check: impl Fn(&Route) -> bool) -> Route {
+        let secret = support::wait_for(
+            &self.route_api(),
+            &self.route_name(source),
+            30,
+            what,
+            move |s: &Secret| check(&parse_route(s)),
+        )
+        .await;
+        parse_route(&secret)
+    }
+
+    async fn events_for(&self, name: &str) -> Vec<Event> {
+        Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+}
+
+fn parse_route(secret: &Secret) -> Route {
+    serde_json::from_slice(&secret.data.as_ref().unwrap()[ROUTE_KEY].0).unwrap()
+}
+
+fn is_ready(
+    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+    generation: Option<i64>,
+) -> bool {
+    conditions.is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
+        })
+    })
+}
+
+fn condition<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {conditions:?}"))
+}
+
+const SOURCE: &str = r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: shop}
+spec:
+  displayName: Shop (prod)
+"#;
+
+const MAPPING: &str = r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: Mapping
+metadata: {name: shop-orders}
+spec:
+  sourceRef: {name: shop}
+  event:
+    name: Order
+    email: "{{customer.email | lower}}"
+"#;
+
+#[tokio::test]
+async fn token_is_created_once_and_survives_restart_and_rename() {
+    let w = World::new().await;
+    let mut operator = w.operator("a");
+    w.create(SOURCE).await;
+    let source = w.ready_source("shop").await;
+    let token = w.token("shop").await;
+    assert_eq!(token.len(), 43, "32 random bytes, URL-safe base64");
+
+    let status = source.status.unwrap();
+    let url = status.url.unwrap();
+    assert_eq!(
+        url,
+        format!("{PUBLIC_URL}/h/****{}", &token[token.len() - 4..])
+    );
+    assert_eq!(
+        status.token_secret_name.as_deref(),
+        Some("shop-webhook-token")
+    );
+    let secret = w.secrets().get("shop-webhook-token").await.unwrap();
+    assert_eq!(
+        String::from_utf8(secret.data.as_ref().unwrap()["url"].0.clone()).unwrap(),
+        format!("{PUBLIC_URL}/h/{token}")
+    );
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("WebhookSource", "shop")
+    );
+    let route = w.route("shop").await;
+    assert_eq!(route.tokens.len(), 1);
+    assert_eq!(route.tokens[0].sha256, token_sha256_hex(&token));
+    assert!(route.enabled);
+
+    // A new operator process, then a rename: neither changes the token.
+    operator.kill();
+    let _operator = w.operator("b");
+    w.merge_source("shop", json!({"spec": {"displayName": "Shop (renamed)"}}))
+        .await;
+    let renamed = support::wait_for(
+        &w.sources(),
+        "shop",
+        30,
+        "rename reconciled",
+        |s: &WebhookSource| {
+            is_ready(
+                s.status.as_ref().map(|s| s.conditions.as_slice()),
+                s.metadata.generation,
+            ) && s.metadata.generation == Some(2)
+        },
+    )
+    .await;
+    assert_eq!(w.token("shop").await, token);
+    assert_eq!(renamed.status.unwrap().url.unwrap(), url);
+    assert_eq!(
+        w.route("shop").await.tokens[0].sha256,
+        token_sha256_hex(&token)
+    );
+
+    let created = w.events_for("shop").await;
+    assert_eq!(
+        created
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("TokenCreated"))
+            .count(),
+        1,
+        "exactly one TokenCreated Event: {created:?}"
+    );
+    for log in [operator.logs(), _operator.logs()] {
+        assert!(
+            !log.contains(&token),
+            "the token appeared in the operator's logs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bring_your_own_token_is_used_and_never_written() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    w.create(
+        r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: byo}
+spec:
+  tokenSecretRef: {name: my-token, key: value}
+"#,
+    )
+    .await;
+    let waiting = support::wait_for(
+        &w.sources(),
+        "byo",
+        30,
+        "missing secret reported",
+        |s: &WebhookSource| {
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == "TokenSecretNotFound")
+            })
+        },
+    )
+    .await;
+    assert!(waiting.status.unwrap().url.is_none());
+    assert!(
+        w.route_api()
+            .get_opt(&w.route_name("byo"))
+            .await
+            .unwrap()
+            .is_none(),
+        "no route without a token"
+    );
+
+    w.create(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: my-token}
+stringData: {value: "my-very-own-token-0123456789"}
+"#,
+    )
+    .await;
+    let ready = w.ready_source("byo").await;
+    assert_eq!(
+        ready.status.unwrap().url.unwrap(),
+        format!("{PUBLIC_URL}/h/****6789")
+    );
+    let route = w.route("byo").await;
+    assert_eq!(
+        route.tokens[0].sha256,
+        token_sha256_hex("my-very-own-token-0123456789")
+    );
+    assert!(
+        w.secrets()
+            .get_opt("byo-webhook-token")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mine = w.secrets().get("my-token").await.unwrap();
+    assert!(
+        mine.metadata.owner_references.is_none(),
+        "the user's Secret is not adopted"
+    );
+}
+
+#[tokio::test]
+async fn rotation_without_grace_replaces_the_token_at_once() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    w.create(SOURCE).await;
+    w.ready_source("shop").await;
+    let old = w.token("shop").await;
+
+    w.merge_source(
+        "shop",
+        json!({"metadata": {"annotations": {"hookgate.dev/rotate-token": "r1"}}}),
+    )
+    .await;
+    let new_hash = w
+        .wait_route("shop", "route has the new token only", |r| {
+            r.tokens.len() == 1 && r.tokens[0].sha256 != token_sha256_hex(&old)
+        })
+        .await
+        .tokens[0]
+        .sha256
+        .clone();
+    let new = w.token("shop").await;
+    assert_ne!(new, old);
+    assert_eq!(new_hash, token_sha256_hex(&new));
+    let secret = w.secrets().get("shop-webhook-token").await.unwrap();
+    assert!(!secret.data.unwrap().contains_key("previous-token"));
+    let source = support::wait_for(
+        &w.sources(),
+        "shop",
+        30,
+        "status shows the new URL",
+        |s: &WebhookSource| {
+            s.status.as_ref().and_then(|st| st.url.clone())
+                == Some(format!("{PUBLIC_URL}/h/****{}", &new[39..]))
+        },
+    )
+    .await;
+    assert!(source.status.unwrap().token_rotated_at.is_some());
+    let events = w.events_for("shop").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("TokenRotated")),
+        "{events:?}"
+    );
+
+    // The same annotation value again (a resync, a restart) rotates nothing.
+    w.merge_source("shop", json!({"spec": {"displayName": "touch"}}))
+        .await;
+    support::wait_for(
+        &w.sources(),
+        "shop",
+        30,
+        "touch reconciled",
+        |s: &WebhookSource| {
+            is_ready(
+                s.status.as_ref().map(|s| s.conditions.as_slice()),
+                s.metadata.generation,
+            )
+        },
+    )
+    .await;
+    assert_eq!(w.token("shop").await, new);
+}
+
+#[tokio::test]
+async fn rotation_with_grace_keeps_the_previous_token_until_it_expires() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    w.create(
+        r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: graceful}
+spec:
+  tokenRotation: {gracePeriod: 4s}
+"#,
+    )
+    .await;
+    w.ready_source("graceful").await;
+    let old = w.token("graceful").await;
+    w.merge_source(
+        "graceful",
+        json!({"metadata": {"annotations": {"hookgate.dev/rotate-token": "r1"}}}),
+    )
+    .await;
+    let during = w
+        .wait_route("graceful", "route has two tokens", |r| r.tokens.len() == 2)
+        .await;
+    let new = w.token("graceful").await;
+    assert_eq!(during.tokens[0].sha256, token_sha256_hex(&new));
+    assert_eq!(during.tokens[0].expires_at, None);
+    assert_eq!(during.tokens[1].sha256, token_sha256_hex(&old));
+    let expires = during.tokens[1]
+        .expires_at
+        .expect("the previous token expires");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        expires > now - 1 && expires <= now + 5,
+        "expiry {expires} vs now {now}"
+    );
+
+    // The operator requeues itself for the expiry and publishes the route without it.
+    let after = w
+        .wait_route(
+            "graceful",
+            "previous token dropped after the grace period",
+            |r| r.tokens.len() == 1,
+        )
+        .await;
+    assert_eq!(after.tokens[0].sha256, token_sha256_hex(&new));
+}
+
+#[tokio::test]
+async fn disabling_reaches_the_route_and_the_ready_reason() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    w.create(SOURCE).await;
+    w.ready_source("shop").await;
+    w.merge_source("shop", json!({"spec": {"enabled": false}}))
+        .await;
+    w.wait_route("shop", "route disabled", |r| !r.enabled).await;
+    let source = w.ready_source("shop").await;
+    assert_eq!(
+        condition(&source.status.unwrap().conditions, "Ready").reason,
+        "Disabled"
+    );
+    let out = support::kubectl_ok(&["get", "whs", "shop", "-n", &w.ns, "--no-headers"], None);
+    let columns: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        &columns[..5],
+        ["shop", "Shop", "(prod)", "false", "True"],
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn delete_withdraws_the_route_and_the_token_secret_is_collected() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    w.create(SOURCE).await;
+    let source = w.ready_source("shop").await;
+    assert!(
+        source
+            .finalizers()
+            .iter()
+            .any(|f| f == "hookgate.dev/cleanup")
+    );
+    w.route("shop").await;
+
+    w.sources()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::wait_gone(&w.sources(), "shop", 30, "source deleted").await;
+    // The finalizer ran first, so the route is already gone when the object is.
+    assert!(
+        w.route_api()
+            .get_opt(&w.route_name("shop"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The real garbage collector (kube-controller-manager) removes the owned token Secret.
+    support::wait_gone(
+        &w.secrets(),
+        "shop-webhook-token",
+        60,
+        "token Secret collected",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_mapping_reports_the_position_and_recovers_when_fixed() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    // The mapping first, its source later: SourceFound follows.
+    w.create(MAPPING).await;
+    let orphan = support::wait_for(
+        &w.mappings(),
+        "shop-orders",
+        30,
+        "SourceFound=False",
+        |m: &Mapping| {
+            m.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "SourceFound" && c.status == "False")
+            })
+        },
+    )
+    .await;
+    assert!(
+        condition(&orphan.status.unwrap().conditions, "SourceFound")
+            .message
+            .contains("shop")
+    );
+
+    w.create(SOURCE).await;
+    w.ready_source("shop").await;
+    support::wait_for(
+        &w.mappings(),
+        "shop-orders",
+        30,
+        "mapping Ready",
+        |m: &Mapping| {
+            is_ready(
+                m.status.as_ref().map(|s| s.conditions.as_slice()),
+                m.metadata.generation,
+            )
+        },
+    )
+    .await;
+    w.wait_route("shop", "route carries the mapping", |r| {
+        r.mappings.len() == 1
+    })
+    .await;
+
+    // A typo in a filter: Ready=False with the field and position, and the route drops it.
+    w.mappings()
+        .patch(
+            "shop-orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"event": {"email": "{{customer.email | lowr}}"}}})),
+        )
+        .await
+        .unwrap();
+    let broken = support::wait_for(
+        &w.mappings(),
+        "shop-orders",
+        30,
+        "mapping not Ready",
+        |m: &Mapping| {
+            m.status.as_ref().is_some_and(|s| {
+                s.observed_generation == m.metadata.generation
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "False")
+            })
+        },
+    )
+    .await;
+    let ready = condition(&broken.status.as_ref().unwrap().conditions, "Ready").clone();
+    assert_eq!(ready.reason, "InvalidTemplate");
+    assert!(ready.message.contains("lowr"), "{}", ready.message);
+    assert!(ready.message.contains("position"), "{}", ready.message);
+    assert!(ready.message.contains("event.email"), "{}", ready.message);
+    w.wait_route("shop", "route drops the broken mapping", |r| {
+        r.mappings.is_empty()
+    })
+    .await;
+    let source = w.sources().get("shop").await.unwrap();
+    assert_eq!(
+        source.status.unwrap().mappings,
+        ["shop-orders"],
+        "still attached, just not served"
+    );
+
+    w.mappings()
+        .patch(
+            "shop-orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"event": {"email": "{{customer.email | lower}}"}}})),
+        )
+        .await
+        .unwrap();
+    support::wait_for(
+        &w.mappings(),
+        "shop-orders",
+        30,
+        "mapping Ready again",
+        |m: &Mapping| {
+            is_ready(
+                m.status.as_ref().map(|s| s.conditions.as_slice()),
+                m.metadata.generation,
+            )
+        },
+    )
+    .await;
+    w.wait_route("shop", "route carries the fixed mapping", |r| {
+        r.mappings.len() == 1
+    })
+    .await;
+    let events = w.events_for("shop-orders").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("InvalidTemplate")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn of_two_operators_only_the_leader_acts_and_the_other_takes_over() {
+    let w = World::new().await;
+    let mut first = w.operator("first");
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns);
+    support::wait_for(
+        &leases,
+        "hookgate-operator",
+        30,
+        "first holds the lease",
+        |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("first"),
+    )
+    .await;
+    let second = w.operator("second");
+    w.create(SOURCE).await;
+    w.ready_source("shop").await;
+    let status_writers: BTreeMap<String, String> = w
+        .sources()
+        .get("shop")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .map(|f| {
+            (
+                f.manager.unwrap_or_default(),
+                f.operation.unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status_writers.keys().collect::<Vec<_>>(),
+        ["hookgate.dev/operator"]
+    );
+    assert!(
+        !second.logs().contains("became the leader"),
+        "the second replica must not lead while the first holds the lease"
+    );
+    assert!(!second.logs().contains("reconciled WebhookSource"));
+
+    first.kill();
+    support::wait_for(
+        &leases,
+        "hookgate-operator",
+        30,
+        "second takes over",
+        |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("second"),
+    )
+    .await;
+    w.create(&SOURCE.replace("name: shop", "name: after-failover"))
+        .await;
+    w.ready_source("after-failover").await;
+    assert!(second.logs().contains("reconciled WebhookSource"));
+}
+
+#[tokio::test]
+async fn the_ingest_deployment_is_applied_with_restricted_security() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    let deployments: Api<Deployment> = Api::namespaced(w.client.clone(), &w.ns);
+    let d = support::wait_for(
+        &deployments,
+        "hookgate-ingest",
+        30,
+        "ingest Deployment applied",
+        |_: &Deployment| true,
+    )
+    .await;
+    let managers: Vec<String> = d
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| f.manager)
+        .collect();
+    assert!(
+        managers.contains(&"hookgate.dev/operator-ingest".to_owned()),
+        "{managers:?}"
+    );
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("hookgate-ingest"));
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("registry.example/hookgate:test"));
+    let args = c.args.clone().unwrap();
+    assert_eq!(args[0], "ingest");
+    assert!(args.contains(&format!("--namespace={}", w.ns)), "{args:?}");
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    assert!(
+        c.resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap()
+            .contains_key("memory")
+    );
+    assert_eq!(
+        c.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+
+    // A route change touches only the route Secret, never the pod template.
+    let generation = deployments
+        .get("hookgate-ingest")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    w.create(SOURCE).await;
+    w.ready_source("shop").await;
+    assert_eq!(
+        deployments
+            .get("hookgate-ingest")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        generation
+    );
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(w.client.clone(), &w.ns);
+    let svc = services.get("hookgate-ingest").await.unwrap();
+    assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 80);
+}
