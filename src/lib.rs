@@ -3,11 +3,16 @@
 //!
 //! - [`api`]: the custom resources (`WebhookSource`, `Mapping`).
 //! - [`cli`]: the subcommands of the single `hookgate` binary.
+//! - [`ingest`]: the data plane: webhook requests answered, events delivered, status kept.
 //! - [`mapping`]: the pure mapping engine (templates, conditions, events, payload shape).
+//! - [`operator`]: reconciles sources and mappings, publishes routes, deploys the ingest.
 //! - [`route`]: what the operator publishes and the ingest serves, one route per source.
+//! - [`sink`]: where events go (stdout JSON lines; HTTP and NATS later).
 
 pub mod api;
 pub mod cli;
+pub mod ingest;
 pub mod mapping;
 pub mod operator;
 pub mod route;
+pub mod sink;

@@ -1,0 +1,42 @@
+//! The data plane: webhook requests in, acknowledged events out (DESIGN §4–5).
+//!
+//! - [`server`]: where a request is answered (`POST /h/<token>`), the acknowledgement contract.
+//! - [`table`]: the swappable route table, keyed by token hash; per-source state.
+//! - [`limits`]: rate limiting and the dedup window.
+//! - [`verify`]: the signature verification hook (schemes: issue #6).
+//! - [`status`]: per-source counters, recent events and errors, learned shape.
+//! - [`metrics`]: Prometheus metrics; [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! - [`token`]: URL tokens (generation, hashing, redaction).
+//!
+//! Plugging in a route provider and a status writer:
+//!
+//! ```no_run
+//! # async fn demo(routes: Vec<hookgate::route::Route>) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use hookgate::ingest::{Ingest, IngestConfig, Metrics, RouteTable, Sinks};
+//! use hookgate::sink::WriterSink;
+//!
+//! let table = Arc::new(RouteTable::new(Sinks::single(WriterSink::stdout()), Arc::new(Metrics::new())));
+//! table.replace(routes); // again on every change: in force for the next request
+//! let ingest = Arc::new(Ingest::new(table.clone(), IngestConfig::default()));
+//! let (addr, _server) = hookgate::ingest::bind_ingest("127.0.0.1:8080".parse().unwrap(), ingest,
+//!     std::future::pending()).await?;
+//! // A status writer: `table.status()` gives each source's snapshot; skip unchanged `version`s.
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod status;
+pub mod table;
+pub mod token;
+pub mod verify;
+
+pub use admin::bind_admin;
+pub use metrics::{Metrics, Outcome};
+pub use server::{Ingest, IngestConfig, bind_ingest};
+pub use status::{MappingSnapshot, SourceSnapshot, SourceStatus};
+pub use table::{InstallReport, LiveRoute, RouteTable, Sinks, SourceNotes};
+pub use token::Token;

@@ -1,0 +1,584 @@
+//! Where a webhook request is answered: `POST /h/<token>` and the acknowledgement contract of
+//! DESIGN §5, plus the HTTP/1 accept loop shared with the admin port.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use jiff::Timestamp;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::api::webhook_source::ErrorStage;
+use crate::mapping::{self, MappedEvent, Verdict};
+use crate::sink::Batch;
+
+use super::limits::Seen;
+use super::metrics::Outcome;
+use super::status::Count;
+use super::table::{LiveRoute, RouteTable};
+use super::token;
+use super::verify;
+
+/// Tunables of the data plane.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// How long a sink may take to acknowledge before the sender gets 503. GitHub gives up
+    /// after 10 s and Shopify after 5 s, so the sender must hear back well before.
+    pub sink_timeout: Duration,
+    /// Time allowed for a client to send its request headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Time allowed for the whole body once headers are in.
+    pub body_read_timeout: Duration,
+    /// `Retry-After` seconds for a disabled source.
+    pub disabled_retry_after: u64,
+    /// `Retry-After` seconds after a sink failure.
+    pub sink_retry_after: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            sink_timeout: Duration::from_secs(4),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(20),
+            disabled_retry_after: 60,
+            sink_retry_after: 5,
+        }
+    }
+}
+
+/// The ingest service: a route table plus configuration.
+pub struct Ingest {
+    table: Arc<RouteTable>,
+    config: IngestConfig,
+    ids: RequestIds,
+}
+
+/// Request ids: a random per-process prefix and a counter. Unique enough to find a request
+/// in status and logs, and costs no syscall per request.
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut bytes = [0u8; 4];
+        // A fixed prefix only makes ids of two processes collide; not worth failing over.
+        let _ = getrandom::fill(&mut bytes);
+        Self {
+            prefix: u32::from_be_bytes(bytes),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{:08x}-{:x}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+impl Ingest {
+    pub fn new(table: Arc<RouteTable>, config: IngestConfig) -> Self {
+        Self {
+            table,
+            config,
+            ids: RequestIds::new(),
+        }
+    }
+
+    pub fn table(&self) -> &Arc<RouteTable> {
+        &self.table
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    /// Answers one request. Never logs the path: it carries the token.
+    pub async fn handle<B>(&self, request: Request<B>) -> Resp
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let metrics = self.table.metrics().clone();
+        let Some(presented) = request.uri().path().strip_prefix("/h/") else {
+            metrics.not_found();
+            return not_found();
+        };
+        if request.method() != Method::POST {
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "webhooks are delivered with POST",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        // Malformed tokens (wrong length, odd characters, extra segments) are hashed and
+        // looked up like any other, so they get the same answer in the same time.
+        let hash = token::digest(presented.as_bytes());
+        let now = Timestamp::now();
+        let route = self
+            .table
+            .snapshot()
+            .lookup(&hash, now.as_second())
+            .cloned();
+        let Some(route) = route else {
+            metrics.not_found();
+            return not_found();
+        };
+        let request_id = self.ids.next();
+        let (outcome, mut response) = self.serve_route(&route, request, &request_id, now).await;
+        route.state.metrics.request(outcome);
+        metrics.observe_duration(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            namespace = %route.route.namespace,
+            source = %route.route.name,
+            request_id = %request_id,
+            outcome = outcome.as_str(),
+            status = response.status().as_u16(),
+            "webhook answered"
+        );
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        response
+    }
+
+    async fn serve_route<B>(
+        &self,
+        route: &LiveRoute,
+        request: Request<B>,
+        request_id: &str,
+        now: Timestamp,
+    ) -> (Outcome, Resp)
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let status = &route.state.status;
+        status.received(now);
+
+        let refuse =
+            |outcome: Outcome, stage: Option<ErrorStage>, response: Resp, message: &str| {
+                status.count(Count::Rejected);
+                status.request(request_id, "rejected", now);
+                if let Some(stage) = stage {
+                    status.error(stage, message, now);
+                }
+                (outcome, response)
+            };
+
+        if !route.route.enabled {
+            let message = "the source is disabled";
+            let response = with_retry_after(
+                error(StatusCode::SERVICE_UNAVAILABLE, "source_disabled", message),
+                self.config.disabled_retry_after,
+            );
+            return refuse(Outcome::Disabled, Some(ErrorStage::Auth), response, message);
+        }
+
+        if let Some(bucket) = &route.bucket
+            && let Err(wait) = bucket.try_acquire(Instant::now())
+        {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let response = with_retry_after(
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests for this source; retry later",
+                ),
+                seconds,
+            );
+            // A counter only: recording each refusal would flood recent errors exactly when
+            // the source is busiest.
+            return refuse(Outcome::RateLimited, None, response, "");
+        }
+
+        let (parts, body) = request.into_parts();
+        let max = route.route.max_body_bytes;
+        let too_large = || {
+            let message = format!("the body is larger than this source's limit of {max} bytes");
+            let response = error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
+            (response, message)
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            let (response, message) = too_large();
+            return refuse(
+                Outcome::TooLarge,
+                Some(ErrorStage::Parse),
+                response,
+                &message,
+            );
+        }
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        let collected = tokio::time::timeout(
+            self.config.body_read_timeout,
+            Limited::new(body, limit).collect(),
+        )
+        .await;
+        let raw = match collected {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                let (response, message) = too_large();
+                return refuse(
+                    Outcome::TooLarge,
+                    Some(ErrorStage::Parse),
+                    response,
+                    &message,
+                );
+            }
+            Ok(Err(_)) => {
+                let message = "the request body could not be read";
+                let response = error(StatusCode::BAD_REQUEST, "body_unreadable", message);
+                return refuse(
+                    Outcome::BadRequest,
+                    Some(ErrorStage::Parse),
+                    response,
+                    message,
+                );
+            }
+            Err(_) => {
+                let message = "the request body did not arrive in time";
+                let response = error(StatusCode::REQUEST_TIMEOUT, "body_timeout", message);
+                return refuse(
+                    Outcome::BadRequest,
+                    Some(ErrorStage::Parse),
+                    response,
+                    message,
+                );
+            }
+        };
+
+        if let Err(e) = verify::verify(
+            route.route.signature.as_ref(),
+            &parts.headers,
+            &raw,
+            now.as_second(),
+        ) {
+            let message = e.to_string();
+            let response = error(StatusCode::UNAUTHORIZED, "signature_unverified", &message);
+            return refuse(
+                Outcome::Unauthorized,
+                Some(ErrorStage::Auth),
+                response,
+                &message,
+            );
+        }
+
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let body = match mapping::parse_body(content_type, &raw) {
+            Ok(body) => body,
+            Err(e) => {
+                let message = e.to_string();
+                let (outcome, code) = if e.http_status() == 415 {
+                    (Outcome::UnsupportedMediaType, "unsupported_media_type")
+                } else {
+                    (Outcome::BadRequest, "invalid_body")
+                };
+                let status_code =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+                let response = error(status_code, code, &message);
+                return refuse(outcome, Some(ErrorStage::Parse), response, &message);
+            }
+        };
+        status.observe(&body);
+
+        let mut mapped = {
+            let request = mapping::Request::new(&body, now)
+                .with_headers(&parts.headers)
+                .with_query(parts.uri.query().unwrap_or(""));
+            mapping::map_request(&route.mappings, &request)
+        };
+        let verdict = mapped.verdict();
+        status.mapping_results(
+            mapped.matched.iter().map(|m| &**m),
+            mapped.errors.iter().map(|e| (&*e.mapping, e.to_string())),
+            now,
+        );
+        for e in &mapped.errors {
+            status.error(ErrorStage::Map, &e.to_string(), now);
+        }
+        let error_messages: Vec<String> = mapped.errors.iter().map(ToString::to_string).collect();
+
+        match verdict {
+            Verdict::Ignored => {
+                status.count(Count::Ignored);
+                status.request(request_id, "ignored", now);
+                let body = json!({"status": "ignored", "requestId": request_id, "eventIds": []});
+                (Outcome::Ignored, json_response(StatusCode::OK, &body))
+            }
+            Verdict::Unprocessable => {
+                status.count(Count::Failed);
+                status.request(request_id, "failed", now);
+                let body = json!({"error": {
+                    "code": "unprocessable",
+                    "message": error_messages.join("; "),
+                    "errors": error_messages,
+                }});
+                (
+                    Outcome::Unprocessable,
+                    json_response(StatusCode::UNPROCESSABLE_ENTITY, &body),
+                )
+            }
+            Verdict::Accepted => {
+                let events = std::mem::take(&mut mapped.events);
+                self.deliver(route, events, error_messages, request_id, now)
+                    .await
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        route: &LiveRoute,
+        events: Vec<MappedEvent>,
+        mapping_errors: Vec<String>,
+        request_id: &str,
+        now: Timestamp,
+    ) -> (Outcome, Resp) {
+        let status = &route.state.status;
+        let window = route.dedup_window;
+        // Events without a mapped id have a fresh UUID: nothing to deduplicate them against.
+        let dedup_ids: Vec<&str> = events
+            .iter()
+            .filter(|e| !e.id_generated)
+            .map(|e| e.id.as_str())
+            .collect();
+        let seen = route
+            .state
+            .dedup
+            .reserve(&dedup_ids, window, Instant::now());
+        let mut verdicts = seen.iter();
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut duplicates = Vec::new();
+        let mut in_flight = false;
+        for event in events {
+            let verdict = if event.id_generated {
+                Seen::New
+            } else {
+                verdicts.next().copied().unwrap_or(Seen::New)
+            };
+            match verdict {
+                Seen::New => fresh.push(event),
+                Seen::Delivered => duplicates.push(event),
+                Seen::InFlight => in_flight = true,
+            }
+        }
+        let reserved: Vec<&str> = fresh
+            .iter()
+            .filter(|e| !e.id_generated)
+            .map(|e| e.id.as_str())
+            .collect();
+
+        if in_flight {
+            route.state.dedup.release(&reserved);
+            status.count(Count::Failed);
+            status.request(request_id, "failed", now);
+            let response = with_retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "delivery_in_progress",
+                    "an event of this request is being delivered by another request; retry to learn its outcome",
+                ),
+                1,
+            );
+            return (Outcome::InProgress, response);
+        }
+
+        let duplicate_ids: Vec<&str> = duplicates.iter().map(|e| e.id.as_str()).collect();
+        if fresh.is_empty() {
+            status.count(Count::Duplicates(duplicates.len() as u64));
+            status.events(request_id, duplicates.iter().map(|e| (e, "duplicate")), now);
+            let body = json!({
+                "status": "duplicate",
+                "requestId": request_id,
+                "eventIds": [],
+                "duplicateIds": duplicate_ids,
+            });
+            return (Outcome::Duplicate, json_response(StatusCode::OK, &body));
+        }
+
+        let batch = Batch {
+            source: &route.source,
+            events: &fresh,
+        };
+        let result =
+            tokio::time::timeout(self.config.sink_timeout, route.sink.deliver(batch)).await;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!(
+                "the {} sink failed: {}",
+                route.sink.kind(),
+                e.message
+            )),
+            Err(_) => Some(format!(
+                "the {} sink did not acknowledge within {} ms",
+                route.sink.kind(),
+                self.config.sink_timeout.as_millis()
+            )),
+        };
+        if let Some(message) = failure {
+            route.state.dedup.release(&reserved);
+            status.count(Count::Failed);
+            status.error(ErrorStage::Deliver, &message, now);
+            status.request(request_id, "failed", now);
+            let response = with_retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sink_unavailable",
+                    &message,
+                ),
+                self.config.sink_retry_after,
+            );
+            return (Outcome::SinkUnavailable, response);
+        }
+
+        route.state.dedup.commit(&reserved, window, Instant::now());
+        status.count(Count::Delivered(fresh.len() as u64));
+        if !duplicates.is_empty() {
+            status.count(Count::Duplicates(duplicates.len() as u64));
+        }
+        route.state.metrics.events_delivered(fresh.len() as u64);
+        status.events(
+            request_id,
+            fresh
+                .iter()
+                .map(|e| (e, "delivered"))
+                .chain(duplicates.iter().map(|e| (e, "duplicate"))),
+            now,
+        );
+        let event_ids: Vec<&str> = fresh.iter().map(|e| e.id.as_str()).collect();
+        let mut body = json!({
+            "status": "delivered",
+            "requestId": request_id,
+            "eventIds": event_ids,
+            "duplicateIds": duplicate_ids,
+        });
+        if !mapping_errors.is_empty() {
+            body["errors"] = json!(mapping_errors);
+        }
+        (Outcome::Delivered, json_response(StatusCode::OK, &body))
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Resp {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `{"error": {"code": ..., "message": ...}}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Resp {
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+/// The one answer for unknown and malformed tokens alike.
+fn not_found() -> Resp {
+    error(StatusCode::NOT_FOUND, "not_found", "no webhook at this URL")
+}
+
+fn with_retry_after(mut response: Resp, seconds: u64) -> Resp {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then lets requests in flight
+/// finish (at most 10 s). Used for both the ingest and the admin port.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(request).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // Client resets and header timeouts end here; nothing the operator can act on.
+            let _ = connection.await;
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// Binds `addr` and serves the ingest on it; returns the bound address (port 0 picks one).
+pub async fn bind_ingest(
+    addr: SocketAddr,
+    ingest: Arc<Ingest>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let timeout = ingest.config.header_read_timeout;
+    let handler = move |request| {
+        let ingest = ingest.clone();
+        async move { ingest.handle(request).await }
+    };
+    Ok((
+        local,
+        tokio::spawn(serve(listener, handler, timeout, shutdown)),
+    ))
+}

@@ -1,0 +1,365 @@
+//! Per-source status kept in memory by the ingest, in the shapes of the custom resources'
+//! status (`crate::api::webhook_source`), so a status writer can copy a snapshot as it is.
+//!
+//! What is recorded never contains a token, a signing secret, a payload value or a raw
+//! identity: events carry masked identities (`j***@e***.com`), errors carry the engine's
+//! messages, which name fields and templates but not values.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::webhook_source::{Counters, ErrorStage, ObservedField, RecentError, RecentEvent};
+use crate::mapping::{CompiledMapping, MappedEvent, ShapeObserver};
+
+/// Status lists hold at most this many entries (DESIGN §2).
+pub const MAX_RECENT: usize = 10;
+
+/// The status of one source, shared by every request to it and kept across route updates.
+#[derive(Debug)]
+pub struct SourceStatus {
+    inner: Mutex<Inner>,
+    /// Bumped on every change, so a writer can skip sources that did not change since its
+    /// last write.
+    version: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    counters: Counters,
+    last_event_at: Option<Timestamp>,
+    recent_events: VecDeque<RecentEvent>,
+    recent_errors: Vec<RecentError>,
+    shape: ShapeObserver,
+    mappings: BTreeMap<String, MappingStats>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct MappingStats {
+    matched: i64,
+    failed: i64,
+    last_matched_at: Option<Timestamp>,
+    recent_errors: Vec<RecentError>,
+}
+
+/// Which counter a request outcome adds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    Received,
+    /// Events delivered (one request can deliver several).
+    Delivered(u64),
+    Ignored,
+    /// Events acknowledged as duplicates.
+    Duplicates(u64),
+    /// Refused before mapping: disabled, unauthorised, too large, unparseable, rate limited.
+    Rejected,
+    /// Mapped but not delivered: mapping errors (422) and sink failures (503).
+    Failed,
+}
+
+/// A copy of one source's status at one moment, serialised as the `/status` JSON of the
+/// standalone and admin ports. Field names follow `WebhookSourceStatus` / `MappingStatus`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSnapshot {
+    pub namespace: String,
+    pub name: String,
+    /// Changes whenever anything below changes.
+    pub version: u64,
+    pub counters: Counters,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_event_at: Option<Time>,
+    pub recent_events: Vec<RecentEvent>,
+    pub recent_errors: Vec<RecentError>,
+    pub observed_fields: Vec<ObservedField>,
+    pub unmapped_fields: Vec<String>,
+    pub mappings: Vec<MappingSnapshot>,
+}
+
+/// The ingest-written part of a Mapping's status.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MappingSnapshot {
+    pub name: String,
+    pub matched: i64,
+    pub failed: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_matched_at: Option<Time>,
+    pub recent_errors: Vec<RecentError>,
+}
+
+impl Default for SourceStatus {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            version: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SourceStatus {
+    fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let result = f(&mut inner);
+        self.version.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self, count: Count) {
+        self.update(|s| {
+            let c = &mut s.counters;
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            match count {
+                Count::Received => c.received += 1,
+                Count::Delivered(k) => c.delivered += n(k),
+                Count::Ignored => c.ignored += 1,
+                Count::Duplicates(k) => c.duplicates += n(k),
+                Count::Rejected => c.rejected += 1,
+                Count::Failed => c.failed += 1,
+            }
+        });
+    }
+
+    /// Counts a request that reached this source.
+    pub fn received(&self, at: Timestamp) {
+        self.update(|s| {
+            s.counters.received += 1;
+            s.last_event_at = Some(at);
+        });
+    }
+
+    /// Learns the shape of a parsed body.
+    pub fn observe(&self, body: &Value) {
+        self.update(|s| s.shape.observe(body));
+    }
+
+    pub fn error(&self, stage: ErrorStage, message: &str, at: Timestamp) {
+        self.update(|s| push_error(&mut s.recent_errors, stage, message, at));
+    }
+
+    /// Records a handled request without events (ignored, rejected, failed).
+    pub fn request(&self, request_id: &str, outcome: &str, at: Timestamp) {
+        self.update(|s| {
+            push_event(
+                &mut s.recent_events,
+                RecentEvent {
+                    time: Time(at),
+                    request_id: request_id.to_owned(),
+                    mapping: None,
+                    event_name: None,
+                    event_id: None,
+                    identity: None,
+                    outcome: outcome.to_owned(),
+                },
+            )
+        });
+    }
+
+    /// Records events of a request with their outcome (`delivered` or `duplicate`).
+    pub fn events<'e>(
+        &self,
+        request_id: &str,
+        events: impl IntoIterator<Item = (&'e MappedEvent, &'static str)>,
+        at: Timestamp,
+    ) {
+        self.update(|s| {
+            for (event, outcome) in events {
+                push_event(
+                    &mut s.recent_events,
+                    RecentEvent {
+                        time: Time(at),
+                        request_id: request_id.to_owned(),
+                        mapping: Some(event.mapping.to_string()),
+                        event_name: Some(event.name.clone()),
+                        event_id: Some(event.id.clone()),
+                        identity: masked_identity(event),
+                        outcome: outcome.to_owned(),
+                    },
+                );
+            }
+        });
+    }
+
+    /// Per-mapping counters for one request: which mappings matched, which failed and why.
+    pub fn mapping_results<'a>(
+        &self,
+        matched: impl IntoIterator<Item = &'a str>,
+        failed: impl IntoIterator<Item = (&'a str, String)>,
+        at: Timestamp,
+    ) {
+        self.update(|s| {
+            for name in matched {
+                let m = s.mappings.entry(name.to_owned()).or_default();
+                m.matched += 1;
+                m.last_matched_at = Some(at);
+            }
+            for (name, message) in failed {
+                let m = s.mappings.entry(name.to_owned()).or_default();
+                m.failed += 1;
+                push_error(&mut m.recent_errors, ErrorStage::Map, &message, at);
+            }
+        });
+    }
+
+    /// Forgets per-mapping stats of mappings no longer attached (a removed Mapping's counters
+    /// go with it).
+    pub fn retain_mappings(&self, names: &[&str]) {
+        self.update(|s| s.mappings.retain(|name, _| names.contains(&name.as_str())));
+    }
+
+    /// A copy for a status writer or the `/status` endpoint. `mappings` are the source's
+    /// current mappings: every one is listed (zero counts included) and `unmappedFields` is
+    /// computed against them.
+    pub fn snapshot(
+        &self,
+        namespace: &str,
+        name: &str,
+        mappings: &[CompiledMapping],
+    ) -> SourceSnapshot {
+        let version = self.version();
+        let s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let observed_fields = s
+            .shape
+            .fields()
+            .into_iter()
+            .map(|f| ObservedField {
+                path: f.path,
+                types: f.types.names().map(str::to_owned).collect(),
+                seen: i64::try_from(f.seen).unwrap_or(i64::MAX),
+            })
+            .collect();
+        let unmapped_fields = s.shape.unmapped(mappings);
+        let mappings = mappings
+            .iter()
+            .map(|m| {
+                let stats = s.mappings.get(m.name()).cloned().unwrap_or_default();
+                MappingSnapshot {
+                    name: m.name().to_owned(),
+                    matched: stats.matched,
+                    failed: stats.failed,
+                    last_matched_at: stats.last_matched_at.map(Time),
+                    recent_errors: stats.recent_errors,
+                }
+            })
+            .collect();
+        SourceSnapshot {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            version,
+            counters: s.counters.clone(),
+            last_event_at: s.last_event_at.map(Time),
+            recent_events: s.recent_events.iter().rev().cloned().collect(),
+            recent_errors: s.recent_errors.clone(),
+            observed_fields,
+            unmapped_fields,
+            mappings,
+        }
+    }
+}
+
+fn push_event(events: &mut VecDeque<RecentEvent>, event: RecentEvent) {
+    if events.len() == MAX_RECENT {
+        events.pop_front();
+    }
+    events.push_back(event);
+}
+
+/// Same stage and message: bump count and time. Otherwise add, evicting the least recent.
+/// Kept most recent first.
+fn push_error(errors: &mut Vec<RecentError>, stage: ErrorStage, message: &str, at: Timestamp) {
+    if let Some(i) = errors
+        .iter()
+        .position(|e| e.stage == stage && e.message == message)
+    {
+        let mut e = errors.remove(i);
+        e.count += 1;
+        e.time = Time(at);
+        errors.insert(0, e);
+        return;
+    }
+    if errors.len() == MAX_RECENT {
+        errors.pop();
+    }
+    errors.insert(
+        0,
+        RecentError {
+            time: Time(at),
+            stage,
+            message: message.to_owned(),
+            count: 1,
+        },
+    );
+}
+
+/// The identity shown in status: the email if any, else the external id, else the visitor id,
+/// masked so that a person can recognise it without it being disclosed.
+pub fn masked_identity(event: &MappedEvent) -> Option<String> {
+    event
+        .email
+        .as_deref()
+        .map(mask)
+        .or_else(|| event.external_id.as_deref().map(mask))
+        .or_else(|| event.visitor_id.as_deref().map(mask))
+}
+
+/// `jane@example.com` → `j***@e***.com`; `cus_9Xk2` → `c***`; hashes `3f2a…` → `3***`.
+pub fn mask(value: &str) -> String {
+    let first = |s: &str| s.chars().next().map(String::from).unwrap_or_default();
+    if let Some((local, domain)) = value.split_once('@') {
+        let (host, tld) = match domain.rfind('.') {
+            Some(dot) => (&domain[..dot], &domain[dot..]),
+            None => (domain, ""),
+        };
+        return format!("{}***@{}***{}", first(local), first(host), tld);
+    }
+    format!("{}***", first(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_emails_and_ids() {
+        assert_eq!(mask("jane.doe@example.com"), "j***@e***.com");
+        assert_eq!(mask("x@localhost"), "x***@l***");
+        assert_eq!(mask("cus_9Xk2"), "c***");
+        assert_eq!(mask(""), "***");
+    }
+
+    #[test]
+    fn errors_are_deduplicated_and_bounded() {
+        let status = SourceStatus::default();
+        let t = Timestamp::UNIX_EPOCH;
+        for i in 0..15 {
+            status.error(ErrorStage::Parse, &format!("error {i}"), t);
+        }
+        status.error(ErrorStage::Parse, "error 14", t);
+        status.error(ErrorStage::Map, "error 14", t);
+        let snap = status.snapshot("ns", "s", &[]);
+        assert_eq!(snap.recent_errors.len(), MAX_RECENT);
+        assert_eq!(snap.recent_errors[0].stage, ErrorStage::Map);
+        assert_eq!(snap.recent_errors[1].message, "error 14");
+        assert_eq!(snap.recent_errors[1].count, 2);
+    }
+
+    #[test]
+    fn recent_events_keep_the_last_ten_newest_first() {
+        let status = SourceStatus::default();
+        for i in 0..12 {
+            status.request(&format!("r{i}"), "ignored", Timestamp::UNIX_EPOCH);
+        }
+        let snap = status.snapshot("ns", "s", &[]);
+        assert_eq!(snap.recent_events.len(), MAX_RECENT);
+        assert_eq!(snap.recent_events[0].request_id, "r11");
+    }
+}
