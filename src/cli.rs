@@ -27,6 +27,15 @@ pub enum Command {
     },
     /// Run the operator: reconcile WebhookSources and Mappings, publish routes, deploy the ingest.
     Operator(crate::operator::OperatorArgs),
+    /// Serve webhooks locally from a directory of WebhookSource and Mapping manifests; events
+    /// are printed to stdout. No cluster needed.
+    Standalone(crate::standalone::StandaloneArgs),
+    /// A bare hyper server that reads the body and answers 200: the baseline of load runs.
+    #[command(hide = true)]
+    BenchServer {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -46,6 +55,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Operator(args) => {
             init_tracing();
             tokio_runtime()?.block_on(crate::operator::run(args))
+        }
+        Command::Standalone(args) => {
+            init_tracing();
+            crate::standalone::run(args)
+        }
+        Command::BenchServer { listen } => {
+            tokio_runtime()?.block_on(crate::ingest::bare::run(listen))
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`operator`]: reconciles sources and mappings, publishes routes, deploys the ingest.
 //! - [`route`]: what the operator publishes and the ingest serves, one route per source.
 //! - [`sink`]: where events go (stdout JSON lines; HTTP and NATS later).
+//! - [`standalone`]: `hookgate standalone DIR`, the ingest without a cluster.
 
 pub mod api;
 pub mod cli;
@@ -16,3 +17,4 @@ pub mod mapping;
 pub mod operator;
 pub mod route;
 pub mod sink;
+pub mod standalone;

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod admin;
+pub mod bare;
 pub mod limits;
 pub mod metrics;
 pub mod server;

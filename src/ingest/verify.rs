@@ -35,6 +35,12 @@ pub fn verify(
     )))
 }
 
+/// Whether [`verify`] can check this scheme (none yet: issue #6). Lets callers warn at
+/// start-up instead of letting the first 401 be the surprise.
+pub fn is_implemented(_scheme: crate::api::webhook_source::SignatureScheme) -> bool {
+    false
+}
+
 pub fn scheme_name(scheme: crate::api::webhook_source::SignatureScheme) -> &'static str {
     use crate::api::webhook_source::SignatureScheme as S;
     match scheme {
