@@ -95,10 +95,15 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `HOOKGATE_LOG_FORMAT=json` for JSON lines.
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = builder.try_init();
+    let _ = if std::env::var("HOOKGATE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
 }

@@ -304,6 +304,29 @@ async fn token_is_created_once_and_survives_restart_and_rename() {
         1,
         "exactly one TokenCreated Event: {created:?}"
     );
+    // The operator's own metrics count the reconciles, with bounded labels only.
+    let addr = support::log_field(&_operator.logs(), "serving /metrics", "address")
+        .expect("metrics address logged");
+    let (code, metrics) = support::http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let reconciles = metrics
+        .lines()
+        .find(|l| l.starts_with("hookgate_operator_reconciles_total{kind=\"WebhookSource\"}"))
+        .unwrap_or_else(|| panic!("no reconcile counter in {metrics}"));
+    assert!(
+        reconciles
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            >= 1.0,
+        "{reconciles}"
+    );
+    assert!(metrics.contains("hookgate_operator_leader 1"), "{metrics}");
+    assert!(!metrics.contains(&token));
+    assert_eq!(support::http_get(&addr, "/healthz").0, 200);
+
     for log in [operator.logs(), _operator.logs()] {
         assert!(
             !log.contains(&token),
@@ -677,6 +700,26 @@ async fn an_invalid_mapping_reports_the_position_and_recovers_when_fixed() {
             .any(|e| e.reason.as_deref() == Some("InvalidTemplate")),
         "{events:?}"
     );
+
+    // The source going away is noticed by its mappings too.
+    w.sources()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::wait_for(
+        &w.mappings(),
+        "shop-orders",
+        30,
+        "SourceFound=False after delete",
+        |m: &Mapping| {
+            m.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "SourceFound" && c.status == "False")
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -18,6 +18,8 @@ use super::webhook_source::RecentError;
     status = "MappingStatus",
     shortname = "whm",
     category = "hookgate",
+    // Lets the operator list one source's mappings with a field selector instead of all of them.
+    selectable = ".spec.sourceRef.name",
     doc = "Which fields of a WebhookSource's payload become the event name, identity, id and properties.",
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
     printcolumn(name = "Event", type_ = "string", json_path = ".spec.event.name"),

@@ -27,7 +27,10 @@ pub async fn reconcile(mapping: Arc<Mapping>, ctx: Arc<Context>) -> Result<Actio
     let source = Api::<WebhookSource>::namespaced(ctx.client.clone(), &ns)
         .get_opt(source_name)
         .await
-        .map_err(Error::GetSource)?;
+        .map_err(Error::GetSource)?
+        // A source being deleted counts as gone: its final removal is not a generation change,
+        // so this reconcile (triggered by the deletion timestamp) is the last one it causes.
+        .filter(|s| s.meta().deletion_timestamp.is_none());
 
     let source_found = match &source {
         Some(_) => Verdict::ok(

@@ -24,7 +24,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{error, info, warn};
 
@@ -328,24 +328,28 @@ async fn run_controllers(ctx: Arc<Context>) {
     let mapping_controller =
         Controller::new(mappings_api, watcher::Config::default().any_semantic());
     let mapping_store = mapping_controller.store();
+    // Only spec changes of a source matter to its mappings; the ingest's frequent status
+    // writes must not re-reconcile every mapping.
+    let source_changes = watcher(
+        watch_api::<DeserializeGuard<WebhookSource>>(&client, args),
+        watcher::Config::default(),
+    )
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
     let mapping_controller = mapping_controller
-        .watches(
-            watch_api::<DeserializeGuard<WebhookSource>>(&client, args),
-            watcher::Config::default(),
-            move |s: DeserializeGuard<WebhookSource>| {
-                let ns = s.namespace();
-                let name = s.name_any();
-                mapping_store
-                    .state()
-                    .into_iter()
-                    .filter(|m| {
-                        m.namespace() == ns
-                            && m.0.as_ref().is_ok_and(|m| m.spec.source_ref.name == name)
-                    })
-                    .map(|m| ObjectRef::from_obj(m.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(source_changes, move |s: DeserializeGuard<WebhookSource>| {
+            let ns = s.namespace();
+            let name = s.name_any();
+            mapping_store
+                .state()
+                .into_iter()
+                .filter(|m| {
+                    m.namespace() == ns
+                        && m.0.as_ref().is_ok_and(|m| m.spec.source_ref.name == name)
+                })
+                .map(|m| ObjectRef::from_obj(m.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(reconcile_mapping, error_policy_mapping, ctx.clone())
         .for_each(|result| report(result, "Mapping"));

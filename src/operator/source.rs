@@ -96,13 +96,14 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
     // Mappings attached to this source; only those that compile make it into the route, the
     // others report their error on their own status.
     let all: Api<Mapping> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("spec.sourceRef.name={name}");
     let mut attached: Vec<Mapping> = all
-        .list(&ListParams::default())
+        .list(&ListParams::default().fields(&selector))
         .await
         .map_err(Error::ListMappings)?
         .items
         .into_iter()
-        .filter(|m| m.spec.source_ref.name == name && m.meta().deletion_timestamp.is_none())
+        .filter(|m| m.meta().deletion_timestamp.is_none())
         .collect();
     attached.sort_by_key(|m| m.name_any());
     let route_mappings: Vec<RouteMapping> = attached

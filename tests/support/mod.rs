@@ -332,3 +332,40 @@ where
         panic!("{what}: {name} still exists after {secs}s");
     }
 }
+
+/// A plain HTTP/1.1 GET on loopback; returns (status, body). For admin endpoints in tests.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of `key=` in the first log line containing `marker`.
+pub fn log_field(logs: &str, marker: &str, key: &str) -> Option<String> {
+    let line = logs.lines().find(|l| l.contains(marker))?;
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    Some(
+        line[start..]
+            .split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .to_owned(),
+    )
+}
