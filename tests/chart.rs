@@ -609,3 +609,49 @@ async fn ingest_rbac_is_least_privilege() {
         );
     }
 }
+
+/// Every leaf of values.yaml is in the chart README's values table and in the schema, so the
+/// reference cannot fall behind the values.
+#[test]
+fn every_value_is_documented_and_in_the_schema() {
+    fn leaves(value: &Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            // Open maps (the operator's requests and limits, labels, ...) are documented whole.
+            Value::Object(map) if !map.is_empty() && !path.starts_with("operator.resources.") => {
+                for (k, v) in map {
+                    let next = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    leaves(v, &next, out);
+                }
+            }
+            _ => out.push(path.to_owned()),
+        }
+    }
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
+            .unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap())
+            .unwrap();
+    let readme = std::fs::read_to_string(chart().join("README.md")).unwrap();
+    let mut paths = Vec::new();
+    leaves(&values, "", &mut paths);
+    assert!(paths.len() > 40, "{paths:?}");
+    for path in paths {
+        assert!(
+            readme.contains(&format!("| `{path}` |")),
+            "charts/hookgate/README.md does not document {path}"
+        );
+        let mut at = &schema;
+        for key in path.split('.') {
+            at = &at["properties"][key];
+        }
+        assert!(
+            at["description"].is_string(),
+            "values.schema.json has no description for {path}"
+        );
+    }
+}
