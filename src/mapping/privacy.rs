@@ -1,12 +1,14 @@
 //! `privacy.hash` and `privacy.drop`, applied to each event before delivery.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::api::mapping::Privacy;
 
 use super::compile::spec_path;
 use super::event::MappedEvent;
-use super::template::{Path, sha256_hex};
+use super::template::{Path, lowercase, sha256_hex};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CompiledPrivacy {
@@ -68,7 +70,7 @@ impl CompiledPrivacy {
         }
         // Emails are compared case-insensitively everywhere that matters, so the hash must be
         // of the normalised form to join with other systems' hashed emails.
-        let normalised = |s: &str| sha256_hex(s.trim().to_lowercase().as_bytes());
+        let normalised = |s: &str| sha256_hex(lowercase(Cow::Borrowed(s.trim())).as_bytes());
         let trimmed = |s: &str| sha256_hex(s.trim().as_bytes());
         let mut properties = Value::Object(std::mem::take(&mut event.properties));
         for target in &self.hash {

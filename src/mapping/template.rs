@@ -403,7 +403,7 @@ impl Filter {
     }
 }
 
-fn lowercase(s: Cow<'_, str>) -> Cow<'_, str> {
+pub(crate) fn lowercase(s: Cow<'_, str>) -> Cow<'_, str> {
     if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
         s
     } else {

@@ -870,6 +870,19 @@ fn shape_merges_array_elements_under_index_zero() {
 }
 
 #[test]
+fn shape_stops_at_a_bounded_depth() {
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!({ "a": deep });
+    }
+    let mut shape = ShapeObserver::default();
+    shape.observe(&deep);
+    let fields = shape.fields();
+    assert_eq!(fields.len(), 12);
+    assert_eq!(fields.last().map(|f| f.path.matches('a').count()), Some(12));
+}
+
+#[test]
 fn shape_samples_long_arrays() {
     let mut shape = ShapeObserver::default();
     let items: Vec<Value> = (0..1000).map(|i| json!({"n": i})).collect();
