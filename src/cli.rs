@@ -27,6 +27,8 @@ pub enum Command {
     },
     /// Run the operator: reconcile WebhookSources and Mappings, publish routes, deploy the ingest.
     Operator(crate::operator::OperatorArgs),
+    /// Run the ingest in a cluster: serve the operator's routes, write status to the resources.
+    Ingest(crate::ingest::cluster::IngestArgs),
     /// Serve webhooks locally from a directory of WebhookSource and Mapping manifests; events
     /// are printed to stdout. No cluster needed.
     Standalone(crate::standalone::StandaloneArgs),
@@ -52,6 +54,10 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
+        Command::Ingest(args) => {
+            init_tracing();
+            tokio_runtime()?.block_on(crate::ingest::cluster::run(args))
+        }
         Command::Operator(args) => {
             init_tracing();
             tokio_runtime()?.block_on(crate::operator::run(args))
@@ -104,6 +110,8 @@ pub fn init_tracing() {
     let _ = if std::env::var("HOOKGATE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().try_init()
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
 }

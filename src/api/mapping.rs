@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::webhook_source::RecentError;
 
+// Each `printcolumn(...)` repeats `type_ = ...`: clippy reads the list as one attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "hookgate.dev",

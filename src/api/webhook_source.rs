@@ -10,6 +10,8 @@ use super::{DURATION_PATTERN, SecretKeyRef};
 /// The annotation whose value, when changed, makes the operator generate a new token.
 pub const ROTATE_TOKEN_ANNOTATION: &str = "hookgate.dev/rotate-token";
 
+// Each `printcolumn(...)` repeats `type_ = ...`: clippy reads the list as one attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "hookgate.dev",

@@ -7,6 +7,8 @@
 //! - [`status`]: per-source counters, recent events and errors, learned shape.
 //! - [`metrics`]: Prometheus metrics; [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/status`.
 //! - [`token`]: URL tokens (generation, hashing, redaction).
+//! - [`cluster`]: `hookgate ingest`: routes from the operator's route Secrets;
+//!   [`status_writer`]: status back onto the resources, exact across replicas.
 //!
 //! Plugging in a route provider and a status writer:
 //!
@@ -27,10 +29,12 @@
 
 pub mod admin;
 pub mod bare;
+pub mod cluster;
 pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod status;
+pub mod status_writer;
 pub mod table;
 pub mod token;
 pub mod verify;

@@ -228,7 +228,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .with_namespace(args.namespace.clone())
         .with_identity(identity.clone())
         .with_duration(args.lease_duration)
-        .with_grace(args.lease_duration.min(5).max(1))
+        .with_grace(args.lease_duration.clamp(1, 5))
         .with_field_manager(format!("hookgate.dev/leader-election-{identity}"))
         .build()
         .await?;

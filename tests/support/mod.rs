@@ -236,7 +236,21 @@ pub struct Process {
 
 impl Process {
     pub fn start(args: &[&str], kubeconfig: &Path, log: PathBuf) -> Process {
+        Process::start_with_stdout(args, kubeconfig, log, None)
+    }
+
+    /// As `start`, with standard output (the stdout sink's events) going to `stdout`.
+    pub fn start_with_stdout(
+        args: &[&str],
+        kubeconfig: &Path,
+        log: PathBuf,
+        stdout: Option<&Path>,
+    ) -> Process {
         let file = std::fs::File::create(&log).unwrap();
+        let out = match stdout {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(args)
             .env("KUBECONFIG", kubeconfig)
@@ -244,7 +258,7 @@ impl Process {
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(file)
             .spawn()
             .expect("starting the hookgate binary");
@@ -368,4 +382,49 @@ pub fn log_field(logs: &str, marker: &str, key: &str) -> Option<String> {
             .trim_matches('"')
             .to_owned(),
     )
+}
+
+/// A plain HTTP/1.1 POST of a JSON body on loopback; returns (status, body).
+pub fn http_post(addr: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after `secs` with `what`.
+/// For conditions outside the API server (a file, an HTTP answer) that cannot be watched.
+pub async fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not true within {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

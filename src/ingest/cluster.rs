@@ -1,0 +1,143 @@
+//! `hookgate ingest`: the data plane in a cluster. Routes come from the route Secrets the
+//! operator publishes in this namespace (a watch: a change is in force for the next request,
+//! no restart); status goes back onto the resources through [`super::status_writer`].
+//!
+//! While the API server is unreachable the watcher retries with backoff and the table keeps
+//! the last routes it had, so senders keep being served.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use tracing::{info, warn};
+
+use super::status_writer::StatusWriter;
+use super::{Ingest, IngestConfig, Metrics, RouteTable, Sinks, bind_admin, bind_ingest};
+use crate::route::{ROUTE_KEY, ROUTE_LABEL, Route};
+use crate::sink::WriterSink;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct IngestArgs {
+    /// The namespace whose route Secrets this ingest serves (the operator's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "hookgate-system")]
+    pub namespace: String,
+    /// Where senders reach the ingest.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`, `/status`.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+    /// At most one status write per source per interval, and only when something changed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub status_interval: Duration,
+    /// The sink for sources without `spec.sink`; only `stdout` in this version.
+    #[arg(long, default_value = "stdout")]
+    pub default_sink: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<kube::core::Duration>()
+        .map(Duration::from)
+        .map_err(|e| format!("{text:?} is not a duration such as 10s: {e}"))
+}
+
+pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.default_sink == "stdout",
+        "--default-sink {:?}: only stdout is available in this version",
+        args.default_sink
+    );
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let table = Arc::new(RouteTable::new(
+        Sinks::single(WriterSink::stdout()),
+        metrics,
+    ));
+
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let ingest = Arc::new(Ingest::new(table.clone(), IngestConfig::default()));
+    let (addr, ingest_task) = bind_ingest(args.listen, ingest, stopped()).await?;
+    let (admin, admin_task) = bind_admin(args.admin_listen, table.clone(), stopped()).await?;
+    info!(%addr, %admin, namespace = %args.namespace, "ingest listening");
+
+    let watch = tokio::spawn(watch_routes(
+        client.clone(),
+        args.namespace.clone(),
+        table.clone(),
+    ));
+    let writer = StatusWriter::new(client, table.clone(), args.status_interval);
+    let writer_task = tokio::spawn(writer.run(stopped()));
+
+    shutdown.await;
+    info!("shutting down: finishing requests in flight and writing status once more");
+    let _ = stop_tx.send(true);
+    let _ = ingest_task.await;
+    let _ = admin_task.await;
+    let _ = writer_task.await;
+    watch.abort();
+    Ok(())
+}
+
+/// Keeps the route table equal to the route Secrets, forever (the watcher reconnects itself).
+pub async fn watch_routes(client: Client, namespace: String, table: Arc<RouteTable>) {
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().labels(&format!("{ROUTE_LABEL}=true"));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut initial: Vec<Route> = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => initial.clear(),
+            Ok(Event::InitApply(secret)) => initial.extend(parse(&secret)),
+            Ok(Event::InitDone) => {
+                let report = table.replace(std::mem::take(&mut initial));
+                table.mark_loaded();
+                info!(
+                    routes = table.snapshot().routes().count(),
+                    ?report,
+                    "routes loaded"
+                );
+            }
+            Ok(Event::Apply(secret)) => {
+                if let Some(route) = parse(&secret) {
+                    let report = table.upsert(route);
+                    info!(route = %secret.name_any(), ?report, "route updated");
+                }
+            }
+            Ok(Event::Delete(secret)) => {
+                if let Some(route) = parse(&secret) {
+                    table.remove(&route.namespace, &route.name);
+                    info!(route = %secret.name_any(), "route removed");
+                }
+            }
+            // The last routes stay in force; the watcher backs off and relists.
+            Err(e) => warn!(error = %e, "watching routes failed; serving the last known routes"),
+        }
+    }
+}
+
+fn parse(secret: &Secret) -> Option<Route> {
+    let bytes = secret.data.as_ref()?.get(ROUTE_KEY)?;
+    match serde_json::from_slice::<Route>(&bytes.0) {
+        Ok(route) => Some(route),
+        Err(e) => {
+            warn!(route = %secret.name_any(), error = %e, "ignoring a route this ingest cannot read");
+            None
+        }
+    }
+}

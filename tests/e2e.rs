@@ -1,0 +1,426 @@
+//! End to end on a real control plane: the operator and the ingest as processes, each under
+//! the ServiceAccount and RBAC the chart ships, a sender posting over HTTP, kubectl reading.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use hookgate::api::mapping::Mapping;
+use hookgate::api::webhook_source::WebhookSource;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::{Process, TempDir};
+
+struct Cluster {
+    client: Client,
+    ns: String,
+    dir: TempDir,
+    operator_kubeconfig: PathBuf,
+    ingest_kubeconfig: PathBuf,
+}
+
+struct Ingest {
+    process: Process,
+    addr: String,
+    admin: String,
+    events: PathBuf,
+}
+
+impl Cluster {
+    async fn new() -> Cluster {
+        let client = support::client().await;
+        let ns = support::namespace(&client).await;
+        for file in ["operator-rbac.yaml", "ingest-rbac.yaml"] {
+            support::kubectl_ok(
+                &["apply", "-f", "-"],
+                Some(&support::render_chart_file(file, &ns, &ns)),
+            );
+        }
+        let dir = TempDir::new("hookgate-e2e");
+        let operator_kubeconfig =
+            support::service_account_kubeconfig(&ns, &format!("{ns}-operator"), &dir.0);
+        let ingest_kubeconfig = support::service_account_kubeconfig(&ns, "hookgate-ingest", &dir.0);
+        Cluster {
+            client,
+            ns,
+            dir,
+            operator_kubeconfig,
+            ingest_kubeconfig,
+        }
+    }
+
+    async fn ingest(&self, instance: &str) -> Ingest {
+        let events = self.dir.0.join(format!("events-{instance}.jsonl"));
+        let process = Process::start_with_stdout(
+            &[
+                "ingest",
+                "--namespace",
+                &self.ns,
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--status-interval",
+                "1s",
+            ],
+            &self.ingest_kubeconfig,
+            self.dir.0.join(format!("ingest-{instance}.log")),
+            Some(&events),
+        );
+        let (addr, admin) = support::eventually(
+            30,
+            &format!("ingest listening ({})", process.log.display()),
+            || {
+                let logs = process.logs();
+                Some((
+                    support::log_field(&logs, "ingest listening", "addr")?,
+                    support::log_field(&logs, "ingest listening", "admin")?,
+                ))
+            },
+        )
+        .await;
+        Ingest {
+            process,
+            addr,
+            admin,
+            events,
+        }
+    }
+
+    fn operator(&self, public_url: &str) -> Process {
+        Process::start(
+            &[
+                "operator",
+                "--namespace",
+                &self.ns,
+                "--watch-namespace",
+                &self.ns,
+                "--public-url",
+                public_url,
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--identity",
+                "e2e",
+                "--no-ingest-deployment",
+            ],
+            &self.operator_kubeconfig,
+            self.dir.0.join("operator.log"),
+        )
+    }
+
+    fn sources(&self) -> Api<WebhookSource> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn mappings(&self) -> Api<Mapping> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The URL a person would copy: from the token Secret, as `hookgate url` prints it.
+    async fn url(&self, source: &str) -> String {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .get(&format!("{source}-webhook-token"))
+            .await
+            .unwrap();
+        String::from_utf8(secret.data.unwrap()["url"].0.clone()).unwrap()
+    }
+
+    async fn wait_source(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&WebhookSource) -> bool,
+    ) -> WebhookSource {
+        support::wait_for(&self.sources(), name, 30, what, check).await
+    }
+}
+
+impl Ingest {
+    fn post(&self, url: &str, body: &Value) -> (u16, Value) {
+        let path = &url[url.find("/h/").expect("a webhook URL")..];
+        let (code, text) = support::http_post(&self.addr, path, &body.to_string(), &[]);
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn delivered(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+            .collect()
+    }
+}
+
+const SOURCE: &str = r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: shop}
+spec:
+  displayName: Shop
+"#;
+
+const MAPPING: &str = r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: Mapping
+metadata: {name: shop-orders}
+spec:
+  sourceRef: {name: shop}
+  when:
+    - {path: "{{type}}", equals: order.created}
+  event:
+    name: Order Completed
+    id: "{{id}}"
+    email: "{{customer.email | lower}}"
+    properties:
+      fields: {total: "{{total}}"}
+"#;
+
+fn order(id: &str, email: Option<&str>) -> Value {
+    let mut body = json!({"type": "order.created", "id": id, "total": 42.5, "customer": {}});
+    if let Some(email) = email {
+        body["customer"]["email"] = json!(email);
+    }
+    body
+}
+
+fn received(s: &WebhookSource) -> i64 {
+    s.status
+        .as_ref()
+        .and_then(|st| st.counters.as_ref())
+        .map_or(0, |c| c.received)
+}
+
+#[tokio::test]
+async fn a_webhook_travels_from_apply_to_sink_and_status_through_rotate_disable_and_delete() {
+    let c = Cluster::new().await;
+    let ingest = c.ingest("a").await;
+    let _operator = c.operator(&format!("http://{}", ingest.addr));
+
+    support::kubectl_ok(
+        &["apply", "-n", &c.ns, "-f", "-"],
+        Some(&format!("{SOURCE}---{MAPPING}")),
+    );
+    c.wait_source("shop", "source Ready", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await;
+    let url = c.url("shop").await;
+
+    // The route reaches the ingest through the API within about a second.
+    let (code, body) = support::eventually(10, "first 200", || {
+        let answer = ingest.post(&url, &order("ord_1", Some("Jane@Example.com")));
+        (answer.0 == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let delivered = support::eventually(5, "event at the sink", || {
+        let events = ingest.delivered();
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(delivered[0]["id"], "ord_1");
+    assert_eq!(delivered[0]["type"], "Order Completed");
+    assert_eq!(
+        delivered[0]["source"],
+        format!("/namespaces/{}/webhooksources/shop", c.ns)
+    );
+    assert_eq!(delivered[0]["data"]["email"], "jane@example.com");
+
+    // Counted and listed on the resource, with the identity masked.
+    let source = c
+        .wait_source("shop", "counted in status", |s| received(s) == 1)
+        .await;
+    let status = source.status.unwrap();
+    assert_eq!(status.counters.as_ref().unwrap().delivered, 1);
+    assert_eq!(status.recent_events.len(), 1);
+    assert_eq!(status.recent_events[0].event_id.as_deref(), Some("ord_1"));
+    let identity = status.recent_events[0].identity.clone().unwrap_or_default();
+    assert!(
+        !identity.contains("jane@example.com") && !identity.is_empty(),
+        "{identity}"
+    );
+    assert!(
+        status
+            .observed_fields
+            .iter()
+            .any(|f| f.path == "{{customer.email}}"),
+        "{:?}",
+        status.observed_fields
+    );
+    let table = support::kubectl_ok(&["get", "webhooksource", "shop", "-n", &c.ns], None);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[5], "1", "RECEIVED column: {table}");
+
+    // Rotate: the old URL answers 404 within 2 s, the new one works.
+    let rotated = Instant::now();
+    c.sources()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"hookgate.dev/rotate-token": "now"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    support::eventually(2, "old URL refused after rotation", || {
+        (ingest.post(&url, &order("ord_2", Some("a@b.co"))).0 == 404).then_some(())
+    })
+    .await;
+    println!("rotation in force after {:?}", rotated.elapsed());
+    let new_url = c.url("shop").await;
+    assert_ne!(new_url, url);
+    support::eventually(5, "new URL accepted", || {
+        (ingest.post(&new_url, &order("ord_3", Some("a@b.co"))).0 == 200).then_some(())
+    })
+    .await;
+
+    // Disable: 503 with nothing delivered; enable: 200 again.
+    c.sources()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enabled": false}})),
+        )
+        .await
+        .unwrap();
+    support::eventually(5, "disabled answers 503", || {
+        (ingest.post(&new_url, &order("ord_4", Some("a@b.co"))).0 == 503).then_some(())
+    })
+    .await;
+    let before = ingest.delivered().len();
+    let (code, body) = ingest.post(&new_url, &order("ord_4b", Some("a@b.co")));
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "source_disabled", "{body}");
+    assert_eq!(
+        ingest.delivered().len(),
+        before,
+        "a disabled source delivers nothing"
+    );
+    c.sources()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enabled": true}})),
+        )
+        .await
+        .unwrap();
+    support::eventually(5, "enabled answers 200", || {
+        (ingest.post(&new_url, &order("ord_5", Some("a@b.co"))).0 == 200).then_some(())
+    })
+    .await;
+
+    // A payload the mapping cannot give an identity to: 422, and the error on the Mapping.
+    let (code, body) = ingest.post(&new_url, &order("ord_6", None));
+    assert_eq!(code, 422, "{body}");
+    let mapping = support::wait_for(
+        &c.mappings(),
+        "shop-orders",
+        30,
+        "mapping error in status",
+        |m: &Mapping| {
+            m.status
+                .as_ref()
+                .is_some_and(|s| s.failed == Some(1) && !s.recent_errors.is_empty())
+        },
+    )
+    .await;
+    let error = &mapping.status.unwrap().recent_errors[0];
+    assert!(error.message.contains("identity"), "{}", error.message);
+    assert!(
+        mapping
+            .metadata
+            .managed_fields
+            .unwrap()
+            .iter()
+            .any(|f| f.manager.as_deref() == Some("hookgate.dev/ingest"))
+    );
+
+    // Delete: the URL is gone.
+    c.sources()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::eventually(5, "deleted source answers 404", || {
+        (ingest.post(&new_url, &order("ord_7", Some("a@b.co"))).0 == 404).then_some(())
+    })
+    .await;
+
+    let logs = ingest.process.logs();
+    for secret in [&url, &new_url] {
+        let token = &secret[secret.find("/h/").unwrap() + 3..];
+        assert!(
+            !logs.contains(token),
+            "a token appeared in the ingest's logs"
+        );
+    }
+    let (_, metrics) = support::http_get(&ingest.admin, "/metrics");
+    assert!(!metrics.contains(&new_url[new_url.find("/h/").unwrap() + 3..]));
+}
+
+#[tokio::test]
+async fn two_ingest_replicas_count_every_request_exactly_once() {
+    let c = Cluster::new().await;
+    let a = c.ingest("a").await;
+    let b = c.ingest("b").await;
+    let _operator = c.operator(&format!("http://{}", a.addr));
+    support::kubectl_ok(
+        &["apply", "-n", &c.ns, "-f", "-"],
+        Some(&format!("{SOURCE}---{MAPPING}")),
+    );
+    c.wait_source("shop", "source Ready", |s| {
+        s.status.as_ref().is_some_and(|st| st.url.is_some())
+    })
+    .await;
+    let url = c.url("shop").await;
+    for ingest in [&a, &b] {
+        support::eventually(10, "route loaded on both replicas", || {
+            (ingest.post(&url, &order("warmup", Some("w@x.io"))).0 == 200).then_some(())
+        })
+        .await;
+    }
+
+    // Warm-up requests are counted too: 2 so far, then 40 more spread over both replicas.
+    let n = 40;
+    for i in 0..n {
+        let ingest = if i % 2 == 0 { &a } else { &b };
+        let (code, body) = ingest.post(&url, &order(&format!("ord_{i}"), Some("p@q.io")));
+        assert_eq!(code, 200, "{body}");
+    }
+    let total = n + 2;
+    let source = c
+        .wait_source("shop", "both replicas' counts summed", |s| {
+            received(s) == total
+        })
+        .await;
+    let counters = source.status.unwrap().counters.unwrap();
+    // "warmup" was delivered by a, then acknowledged as a duplicate id... or delivered by b:
+    // each replica deduplicates on its own, so the two warm-ups may both deliver.
+    assert_eq!(counters.delivered + counters.duplicates, total);
+    assert_eq!(
+        a.delivered().len() + b.delivered().len(),
+        counters.delivered as usize
+    );
+    let mapping = c.mappings().get("shop-orders").await.unwrap();
+    assert_eq!(mapping.status.unwrap().matched, Some(total));
+
+    // The operator's condition survived both replicas' writes.
+    let ready = c.sources().get("shop").await.unwrap().status.unwrap();
+    assert!(
+        ready
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{ready:?}"
+    );
+}
