@@ -30,6 +30,27 @@
 //! outcome.events[0].write_json_line(&source, &mut line);
 //! ```
 //!
+//! Semantics worth knowing (each has a test in this module):
+//!
+//! - JSON `null` is treated as missing everywhere: `default` replaces it, `exists: false`
+//!   holds, properties leave it out.
+//! - A concatenation (`order-{{id}}`) with a missing variable is missing as a whole, so a
+//!   half-filled identity can never pass the identity rule; `| default: ""` opts in.
+//! - Conditions compare text: numbers as JSON writes them (`42`, `1.5`, `1e+20`), booleans as
+//!   `true`/`false`, objects as compact JSON. Missing values never equal, start with or
+//!   belong to anything.
+//! - `when` conditions reading `$item` are checked per forEach element and filter elements; if
+//!   none passes, the mapping did not match. A forEach path that is not an array is a mapping
+//!   error (guard it with `exists` to ignore such requests instead).
+//! - Identity fields, the event id and the name are text; empty or whitespace-only counts as
+//!   missing. Properties keep JSON types; missing fields are left out.
+//! - Timestamps: unix seconds below 1e11, then milliseconds, microseconds and nanoseconds by
+//!   magnitude (numbers or numeric strings, fractions kept), or RFC 3339 with an offset;
+//!   missing means the receive time; anything else is a mapping error.
+//! - Keys containing `.`, spaces or quotes are written `{{metadata["order.ref"]}}`. Text cannot
+//!   contain a literal `{{`.
+//! - Error messages name fields, templates and JSON types, never payload values.
+//!
 //! - [`template`]: the template language (`{{data.object.customer | lower}}`).
 //! - [`body`]: JSON and form bodies into one `serde_json::Value`.
 //! - [`compile`]: a `MappingSpec` into a [`CompiledMapping`], with positioned errors.

@@ -128,3 +128,29 @@ impl<'a> Scope<'a> {
         self.query.get(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_header_map_lookup_is_case_insensitive_and_skips_non_ascii_values() {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("X-GitHub-Event", "push".parse().unwrap());
+        headers.insert(
+            "X-Bytes",
+            hyper::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(headers.header("x-github-event"), Some("push"));
+        assert_eq!(headers.header("x-bytes"), None);
+        assert_eq!(headers.header("x-missing"), None);
+    }
+
+    #[test]
+    fn query_is_percent_decoded_and_first_value_wins() {
+        let query = Query::parse("to=%2B1415&to=second&msg=a+b");
+        assert_eq!(query.get("to"), Some("+1415"));
+        assert_eq!(query.get("msg"), Some("a b"));
+        assert_eq!(query.get("nope"), None);
+    }
+}

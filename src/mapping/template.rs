@@ -474,7 +474,8 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// Like [`Val::text`], but owned, and with the empty string as `None`.
+    /// Like [`Val::text`], but owned, and `None` when empty or only whitespace: an identity or
+    /// id of spaces identifies nothing. The text itself is kept as it is.
     pub(crate) fn into_nonempty_string(self) -> Option<String> {
         let text = match self {
             Val::Missing | Val::Json(Value::Null) => return None,
@@ -482,7 +483,7 @@ impl<'a> Val<'a> {
             Val::Text(s) => s.into_owned(),
             other => other.text()?.into_owned(),
         };
-        (!text.is_empty()).then_some(text)
+        (!text.trim().is_empty()).then_some(text)
     }
 
     /// The value as owned JSON, keeping its type.

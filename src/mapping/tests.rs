@@ -399,6 +399,13 @@ event: {name: Signup, email: "{{user.email | trim}}", externalId: "{{user.id}}"}
 }
 
 #[test]
+fn whitespace_only_identity_counts_as_empty() {
+    let mapping = compile("m", "event: {name: X, externalId: \"{{x}}\"}");
+    let outcome = run(&[mapping], &json!({"x": " \t "}));
+    assert_eq!(outcome.verdict(), Verdict::Unprocessable);
+}
+
+#[test]
 fn single_identity_field_message_reads_naturally() {
     let mapping = compile("m", "event: {name: X, visitorId: \"{{v}}\"}");
     let outcome = run(&[mapping], &json!({"v": ""}));
