@@ -7,6 +7,8 @@
 //! it when the binary exits, however it exits.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod cluster;
+
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;
@@ -47,6 +49,18 @@ pub fn control_plane() -> &'static ControlPlane {
             );
             return ControlPlane { kubeconfig };
         }
+        start_control_plane()
+    })
+}
+
+/// This binary's own control plane, whatever `HOOKGATE_TEST_KUBECONFIG` says: for tests that
+/// stop the API server and must not disturb anyone else. Call it before anything else.
+pub fn private_control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(start_control_plane)
+}
+
+fn start_control_plane() -> ControlPlane {
+    {
         let script = repo_root().join("tests/control-plane/up");
         let out = Command::new(&script)
             .arg("--owner-pid")
@@ -69,7 +83,19 @@ pub fn control_plane() -> &'static ControlPlane {
         ControlPlane {
             kubeconfig: PathBuf::from(kubeconfig),
         }
-    })
+    }
+}
+
+impl ControlPlane {
+    /// The kube-apiserver's process id (from the run directory `up` made).
+    pub fn apiserver_pid(&self) -> i32 {
+        let pidfile = self.kubeconfig.parent().unwrap().join("kube-apiserver.pid");
+        std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", pidfile.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
 }
 
 /// A client for the admin identity. One per test: a client is bound to the runtime that made it.
