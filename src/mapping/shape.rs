@@ -7,8 +7,10 @@
 //! [`ARRAY_SAMPLE`] elements are walked, which keeps observing a large batch cheap while still
 //! seeing the fields of mixed batches. `seen` counts occurrences, so a field of every element
 //! of a 3-element array is seen 3 times per body.
-
-use std::collections::HashMap;
+//!
+//! The paths are kept as a tree whose children are sorted by key. serde_json objects iterate
+//! in key order, so matching a body against the tree is a merge walk: no path strings are
+//! built and nothing is hashed per field; strings are made only when status is written.
 
 use serde_json::Value;
 
@@ -64,17 +66,21 @@ pub struct ObservedField {
 }
 
 #[derive(Clone, Debug)]
-struct Shape {
-    keys: Box<[Box<str>]>,
+struct Node {
+    key: Box<str>,
+    /// Indexes into `ShapeObserver::nodes`, sorted by key.
+    children: Vec<usize>,
     types: JsonTypes,
     seen: u64,
 }
 
-/// A bounded per-source observer. Once `max_paths` distinct paths are known, new ones are
-/// counted in [`ShapeObserver::overflowed`] and otherwise ignored; known ones keep counting.
+/// A bounded per-source observer. Once `max_paths` distinct paths are known, a new path is
+/// not recorded (nor anything below it) and counts in [`ShapeObserver::overflowed`]; known
+/// paths keep counting.
 #[derive(Clone, Debug)]
 pub struct ShapeObserver {
-    fields: HashMap<Box<str>, Shape>,
+    /// `nodes[0]` is the body itself, which is not a field.
+    nodes: Vec<Node>,
     max_paths: usize,
     overflowed: u64,
 }
@@ -85,42 +91,107 @@ impl Default for ShapeObserver {
     }
 }
 
+const ROOT: usize = 0;
+
 impl ShapeObserver {
     pub fn new(max_paths: usize) -> Self {
         Self {
-            fields: HashMap::new(),
+            nodes: vec![Node {
+                key: "".into(),
+                children: Vec::new(),
+                types: JsonTypes::default(),
+                seen: 0,
+            }],
             max_paths,
             overflowed: 0,
         }
     }
 
-    /// Records every path of one body. Known paths cost a hash lookup and no allocation.
+    /// Records every path of one body.
     pub fn observe(&mut self, body: &Value) {
-        let mut walk = Walk {
-            observer: self,
-            path: String::with_capacity(64),
-            keys: Vec::with_capacity(MAX_DEPTH),
-        };
-        walk.children(body);
+        self.walk(ROOT, body, 0);
     }
 
-    /// Observed fields sorted by path.
+    fn walk(&mut self, node: usize, value: &Value, depth: usize) {
+        if depth >= MAX_DEPTH {
+            return;
+        }
+        match value {
+            Value::Object(map) => {
+                let mut cursor = 0;
+                for (key, child) in map {
+                    if let Some(index) = self.child(node, key, &mut cursor, child) {
+                        self.walk(index, child, depth + 1);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items.iter().take(ARRAY_SAMPLE) {
+                    if let Some(index) = self.child(node, "0", &mut 0, item) {
+                        self.walk(index, item, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Finds or adds the child `key` of `parent` and records `value` there. `cursor` is where
+    /// the previous sibling was found: with keys arriving in order, the next one is usually
+    /// right after it.
+    fn child(
+        &mut self,
+        parent: usize,
+        key: &str,
+        cursor: &mut usize,
+        value: &Value,
+    ) -> Option<usize> {
+        let children = &self.nodes[parent].children;
+        let found = match children.get(*cursor) {
+            Some(&next) if *self.nodes[next].key == *key => Ok(*cursor),
+            _ => children.binary_search_by(|&c| (*self.nodes[c].key).cmp(key)),
+        };
+        let index = match found {
+            Ok(position) => {
+                *cursor = position + 1;
+                self.nodes[parent].children[position]
+            }
+            Err(_) if self.nodes.len() > self.max_paths => {
+                self.overflowed += 1;
+                return None;
+            }
+            Err(position) => {
+                let index = self.nodes.len();
+                self.nodes.push(Node {
+                    key: key.into(),
+                    children: Vec::new(),
+                    types: JsonTypes::default(),
+                    seen: 0,
+                });
+                self.nodes[parent].children.insert(position, index);
+                *cursor = position + 1;
+                index
+            }
+        };
+        let node = &mut self.nodes[index];
+        node.types.0 |= JsonTypes::of(value).0;
+        node.seen += 1;
+        Some(index)
+    }
+
+    /// Observed fields in tree order: each container followed by its fields, siblings sorted
+    /// by key.
     pub fn fields(&self) -> Vec<ObservedField> {
-        let mut fields: Vec<(&str, &Shape)> = self
-            .fields
-            .iter()
-            .map(|(path, shape)| (&**path, shape))
-            .collect();
-        // By the bare path, so a container sorts before its fields (`.` sorts before `}`).
-        fields.sort_unstable_by_key(|(path, _)| *path);
+        let mut fields = Vec::with_capacity(self.nodes.len() - 1);
+        self.visit(ROOT, &mut Vec::new(), &mut |keys, node| {
+            fields.push(ObservedField {
+                path: template_path(keys),
+                types: node.types,
+                seen: node.seen,
+            });
+            true
+        });
         fields
-            .into_iter()
-            .map(|(path, shape)| ObservedField {
-                path: format!("{{{{{path}}}}}"),
-                types: shape.types,
-                seen: shape.seen,
-            })
-            .collect()
     }
 
     /// How many new paths were not recorded because the bound was reached.
@@ -128,9 +199,9 @@ impl ShapeObserver {
         self.overflowed
     }
 
-    /// Observed paths that none of `mappings` reads, in template syntax, sorted. Only the
-    /// topmost unread path of an unread subtree is listed (`{{data.object.lines}}`, not each
-    /// field below it). A mapping reading a path reads everything below it
+    /// Observed paths that none of `mappings` reads, in template syntax, in tree order. Only
+    /// the topmost unread path of an unread subtree is listed (`{{data.object.lines}}`, not
+    /// each field below it). A mapping reading a path reads everything below it
     /// (`properties.from: "{{data.object}}"`), and an array index matches any index.
     pub fn unmapped<'m>(
         &self,
@@ -140,91 +211,54 @@ impl ShapeObserver {
             .into_iter()
             .flat_map(CompiledMapping::read_paths)
             .collect();
-        let is_read = |keys: &[Box<str>]| reads.iter().any(|read| overlaps(read, keys));
-        let mut unmapped: Vec<&str> = self
-            .fields
-            .iter()
-            .filter(|(_, shape)| {
-                let keys = &shape.keys;
-                !is_read(keys) && (keys.len() == 1 || is_read(&keys[..keys.len() - 1]))
-            })
-            .map(|(path, _)| &**path)
-            .collect();
-        unmapped.sort_unstable();
+        let mut unmapped = Vec::new();
+        self.visit(ROOT, &mut Vec::new(), &mut |keys, _| {
+            let read = reads.iter().any(|r| overlaps(r, keys));
+            if !read {
+                unmapped.push(template_path(keys));
+            }
+            // Below an unread path everything is unread too: list only its top.
+            read
+        });
         unmapped
-            .into_iter()
-            .map(|path| format!("{{{{{path}}}}}"))
-            .collect()
     }
+
+    /// Pre-order walk below `node`; `f` gets each path and says whether to descend.
+    fn visit<'s>(
+        &'s self,
+        node: usize,
+        keys: &mut Vec<&'s str>,
+        f: &mut dyn FnMut(&[&'s str], &Node) -> bool,
+    ) {
+        for &child in &self.nodes[node].children {
+            let child_node = &self.nodes[child];
+            keys.push(&child_node.key);
+            if f(keys, child_node) {
+                self.visit(child, keys, f);
+            }
+            keys.pop();
+        }
+    }
+}
+
+fn template_path(keys: &[&str]) -> String {
+    let mut out = String::from("{{");
+    for (i, key) in keys.iter().enumerate() {
+        // Writing to a String cannot fail.
+        let _ = write_key(&mut out, key, i == 0);
+    }
+    out.push_str("}}");
+    out
 }
 
 /// True when one path is a prefix of the other: the read covers the observed path, or the
 /// observed path is a container the read goes into.
-fn overlaps(read: &Path, observed: &[Box<str>]) -> bool {
+fn overlaps(read: &Path, observed: &[&str]) -> bool {
     read.keys()
-        .zip(observed.iter())
-        .all(|(r, o)| r == &**o || (is_index(r) && is_index(o)))
+        .zip(observed)
+        .all(|(r, o)| r == *o || (is_index(r) && is_index(o)))
 }
 
 fn is_index(key: &str) -> bool {
     !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit())
-}
-
-struct Walk<'o, 'v> {
-    observer: &'o mut ShapeObserver,
-    /// The current path in template syntax, reused across fields.
-    path: String,
-    keys: Vec<&'v str>,
-}
-
-impl<'v> Walk<'_, 'v> {
-    fn children(&mut self, value: &'v Value) {
-        if self.keys.len() >= MAX_DEPTH {
-            return;
-        }
-        match value {
-            Value::Object(map) => {
-                for (key, child) in map {
-                    self.visit(key, child);
-                }
-            }
-            Value::Array(items) => {
-                for item in items.iter().take(ARRAY_SAMPLE) {
-                    self.visit("0", item);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn visit(&mut self, key: &'v str, value: &'v Value) {
-        let mark = self.path.len();
-        // Writing to a String cannot fail.
-        let _ = write_key(&mut self.path, key, self.keys.is_empty());
-        self.keys.push(key);
-        self.record(value);
-        self.children(value);
-        self.keys.pop();
-        self.path.truncate(mark);
-    }
-
-    fn record(&mut self, value: &Value) {
-        let types = JsonTypes::of(value);
-        let observer = &mut *self.observer;
-        if let Some(shape) = observer.fields.get_mut(self.path.as_str()) {
-            shape.types.0 |= types.0;
-            shape.seen += 1;
-        } else if observer.fields.len() < observer.max_paths {
-            observer.fields.insert(
-                self.path.as_str().into(),
-                Shape {
-                    keys: self.keys.iter().map(|k| (*k).into()).collect(),
-                    types,
-                    seen: 1,
-                },
-            );
-        } else {
-            observer.overflowed += 1;
-        }
-    }
 }

@@ -20,7 +20,7 @@ use std::fmt::{self, Write as _};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::request::Scope;
+use super::request::{Request, Scope};
 
 /// A compiled template: either a static value, one variable (keeping its JSON type), or text
 /// and variables concatenated into a string.
@@ -326,6 +326,12 @@ impl Template {
         self.expressions()
             .find(|e| matches!(e.variable, Variable::Item(_)))
             .map(|e| e.position)
+    }
+
+    /// The value this template gives for a request (outside forEach), keeping its JSON type;
+    /// `None` when missing. For tools (`hookgate send`, previews), not the per-event path.
+    pub fn render(&self, request: &Request<'_>) -> Option<Value> {
+        self.evaluate(&request.scope()).into_json()
     }
 
     /// Evaluates against a request (and, inside forEach, the current element).
@@ -867,7 +873,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::mapping::request::Request;
 
     const HEADERS: [(&str, &str); 2] = [
         ("X-GitHub-Event", "push"),
@@ -895,6 +900,17 @@ mod tests {
 
     fn parse_error(source: &str) -> String {
         Template::parse(source).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn render_evaluates_for_tools() {
+        let body = json!({"a": {"b": [1, 2]}});
+        let request = Request::new(&body, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            Template::parse("{{a.b}}").unwrap().render(&request),
+            Some(json!([1, 2]))
+        );
+        assert_eq!(Template::parse("{{zz}}").unwrap().render(&request), None);
     }
 
     #[test]

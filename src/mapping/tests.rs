@@ -833,11 +833,11 @@ fn shape_learns_paths_types_and_counts() {
     assert_eq!(find("{{data.object.lines.data.0.price.id}}").seen, 2);
     // Keys the bare syntax cannot carry are written so they parse back.
     find("{{data.object.metadata[\"order.ref\"]}}");
-    let bare: Vec<&str> = fields
-        .iter()
-        .map(|f| f.path.trim_start_matches("{{").trim_end_matches("}}"))
-        .collect();
-    assert!(bare.windows(2).all(|w| w[0] < w[1]), "{bare:?}");
+    // Tree order: containers first, then their fields by key.
+    let position = |path: &str| fields.iter().position(|f| f.path == path).unwrap();
+    assert!(position("{{data}}") < position("{{data.object}}"));
+    assert!(position("{{data.object.lines}}") < position("{{data.object.lines.data}}"));
+    assert!(position("{{data.object.amount_due}}") < position("{{data.object.amount_paid}}"));
     assert_eq!(shape.overflowed(), 0);
 }
 
@@ -954,4 +954,13 @@ fn unmapped_matches_array_indexes_and_for_each_items() {
         "event: {name: X, externalId: x, properties: {from: \"{{.}}\"}}",
     );
     assert!(shape.unmapped([&whole]).is_empty());
+}
+
+#[test]
+fn compiled_mappings_and_events_can_cross_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<CompiledMapping>();
+    shareable::<MappedEvent>();
+    shareable::<MapOutcome>();
+    shareable::<ShapeObserver>();
 }
