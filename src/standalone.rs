@@ -334,13 +334,6 @@ impl Loader {
                     })
                 }
             };
-            if let Some(sink) = &spec.sink
-                && sink.stdout.is_none()
-            {
-                source_notes.notes.push(
-                    "sink: only stdout is available in this version; deliveries answer 503".into(),
-                );
-            }
             if !spec.enabled {
                 source_notes
                     .notes

@@ -28,7 +28,7 @@ use jiff::Timestamp;
 use crate::api::webhook_source::{ErrorStage, Sink as SinkSpec};
 use crate::mapping::{CompileErrors, CompiledMapping, EventSource};
 use crate::route::Route;
-use crate::sink::{Sink, UnavailableSink};
+use crate::sink::Sink;
 
 use super::limits::{DedupWindow, TokenBucket};
 use super::metrics::{Metrics, SourceMetrics};
@@ -57,16 +57,8 @@ impl Sinks {
         match spec {
             None => self.default.clone(),
             Some(s) if s.stdout.is_some() => self.stdout.clone(),
-            // Until the delivery issue lands these kinds exist in the API but not here: the
-            // route answers 503 with this message rather than sending events elsewhere.
-            Some(s) if s.http.is_some() => UnavailableSink::shared(
-                "http",
-                "the http sink is not implemented in this version of the ingest",
-            ),
-            Some(s) if s.nats.is_some() => UnavailableSink::shared(
-                "nats",
-                "the nats sink is not implemented in this version of the ingest",
-            ),
+            // One sink per distinct configuration, shared by the routes that name it.
+            Some(s) if s.http.is_some() || s.nats.is_some() => crate::sink::for_spec(s),
             Some(_) => self.default.clone(),
         }
     }

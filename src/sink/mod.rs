@@ -6,14 +6,22 @@
 //!
 //! - [`stdout`]: JSON lines on standard output (or any injected writer), flushed before the
 //!   acknowledgement.
-//! - HTTP (CloudEvents) and NATS JetStream sinks implement the same trait (delivery issue).
+//! - [`http`]: CloudEvents 1.0 over HTTP, binary or structured mode, retried within a budget.
+//! - [`nats`]: JetStream publish with `Nats-Msg-Id` = event id, acknowledged by PubAck.
+//!
+//! [`for_spec`] turns a route's `sink` setting into a sink, one per distinct configuration.
 
+pub mod http;
+pub mod nats;
 pub mod stdout;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
+use crate::api::webhook_source::Sink as SinkSpec;
 use crate::mapping::{EventSource, MappedEvent};
 
 pub use stdout::WriterSink;
@@ -84,4 +92,56 @@ impl Sink for UnavailableSink {
         let error = SinkError::new(self.message.clone());
         Box::pin(async move { Err(error) })
     }
+}
+
+/// The sink for a route's `http` or `nats` setting (`stdout` and "none" are the ingest's own
+/// choice, see `crate::ingest::Sinks`). Routes with the same configuration share one sink — one
+/// connection pool, one NATS connection — for as long as any route uses it: the cache holds
+/// weak references, so a configuration no route uses any more is closed when its last route
+/// goes. A configuration that cannot work (a malformed URL) yields a sink that fails every
+/// delivery with the reason, so senders get a retryable 503 and status shows why.
+pub fn for_spec(spec: &SinkSpec) -> Arc<dyn Sink> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Weak<dyn Sink>>>> = OnceLock::new();
+    // The spec's JSON identifies the configuration (its fields hold no secrets: those are
+    // Secret references).
+    let key = serde_json::to_string(spec).unwrap_or_default();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(sink) = cache.get(&key).and_then(Weak::upgrade) {
+        return sink;
+    }
+    cache.retain(|_, weak| weak.strong_count() > 0);
+    let sink = build(spec);
+    cache.insert(key, Arc::downgrade(&sink));
+    sink
+}
+
+fn build(spec: &SinkSpec) -> Arc<dyn Sink> {
+    if let Some(h) = &spec.http {
+        let mut config = http::HttpSinkConfig::new(&h.url, h.mode);
+        if let Some(timeout) = h.timeout.as_deref().and_then(parse_duration) {
+            config.attempt_timeout = timeout;
+        }
+        return match http::HttpSink::new(config) {
+            Ok(sink) => Arc::new(sink),
+            Err(e) => UnavailableSink::shared("http", e.message),
+        };
+    }
+    if let Some(n) = &spec.nats {
+        let mut config = nats::NatsSinkConfig::new(&n.url, &n.subject);
+        config.stream = n.stream.clone().filter(|s| !s.is_empty());
+        return match nats::NatsSink::new(config) {
+            Ok(sink) => Arc::new(sink),
+            Err(e) => UnavailableSink::shared("nats", e.message),
+        };
+    }
+    UnavailableSink::shared("none", "the sink names none of stdout, http or nats")
+}
+
+/// Go-style durations as the CRD accepts them (`500ms`, `5s`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let d: kube::core::Duration = text.parse().ok()?;
+    Some(Duration::from(d)).filter(|d| !d.is_zero())
 }

@@ -1,0 +1,199 @@
+//! The NATS sink: each event is published to JetStream as its CloudEvent JSON (structured
+//! mode, `application/cloudevents+json`), with `Nats-Msg-Id` set to the event id, and the
+//! batch is acknowledged only when every event's PubAck arrived.
+//!
+//! - `Nats-Msg-Id` makes JetStream drop a second copy of an event within the stream's
+//!   duplicate window (2 minutes by default), so a sender's retry after a lost answer, or a
+//!   publish that reached the server after we had given up on it, is stored once.
+//! - With `stream` set, `Nats-Expected-Stream` makes the server refuse the event if the
+//!   subject is captured by another stream, instead of acknowledging it into the wrong one.
+//! - The connection is made on first use and kept; async-nats reconnects in the background.
+//!   While it is down, publishes wait for the PubAck until the delivery budget is spent, then
+//!   the sender gets 503 and retries later.
+//! - Failed publishes (no stream yet, timeout, broken connection) are retried with backoff
+//!   within the budget, like the HTTP sink.
+//!
+//! The stream is not created here: its retention, replicas and limits are the platform
+//! team's decision (`nats stream add`, NACK, or the chart of their broker).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::{Batch, DeliverFuture, Sink, SinkError};
+use crate::mapping::{EventSource, MappedEvent};
+
+const CONCURRENCY: usize = 16;
+
+#[derive(Clone)]
+pub struct NatsSinkConfig {
+    pub url: String,
+    pub subject: String,
+    pub stream: Option<String>,
+    /// A NATS credentials file's contents (JWT and NKey seed). Never logged.
+    pub credentials: Option<String>,
+    /// All attempts of one batch together; below the ingest's sink timeout.
+    pub budget: Duration,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for NatsSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSinkConfig")
+            .field("subject", &self.subject)
+            .field("stream", &self.stream)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsSinkConfig {
+    pub fn new(url: impl Into<String>, subject: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            subject: subject.into(),
+            stream: None,
+            credentials: None,
+            budget: Duration::from_millis(3500),
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct NatsSink {
+    config: NatsSinkConfig,
+    /// What error messages call this sink: the subject (the URL may carry a password).
+    label: String,
+    context: OnceCell<jetstream::Context>,
+}
+
+impl NatsSink {
+    pub fn new(config: NatsSinkConfig) -> Result<Self, SinkError> {
+        if config.subject.is_empty() {
+            return Err(SinkError::new("nats sink: the subject is empty"));
+        }
+        let label = format!("nats sink (subject {})", config.subject);
+        Ok(Self {
+            config,
+            label,
+            context: OnceCell::new(),
+        })
+    }
+
+    async fn context(&self) -> Result<&jetstream::Context, SinkError> {
+        self.context
+            .get_or_try_init(|| async {
+                let mut options = async_nats::ConnectOptions::new()
+                    .name("hookgate-ingest")
+                    // Connect (and reconnect) in the background: the ingest starts and serves
+                    // other sources while the broker is away; this one answers 503 meanwhile.
+                    .retry_on_initial_connect()
+                    .max_reconnects(None)
+                    .connection_timeout(Duration::from_secs(2));
+                if let Some(creds) = &self.config.credentials {
+                    // The parse error could quote the file: say only that it is unusable.
+                    options = options.credentials(creds).map_err(|_| {
+                        SinkError::new(format!(
+                            "{}: the credentials are not a valid NATS credentials file",
+                            self.label
+                        ))
+                    })?;
+                }
+                let client = options
+                    .connect(self.config.url.as_str())
+                    .await
+                    .map_err(|e| {
+                        SinkError::new(format!("{}: cannot connect: {}", self.label, e.kind()))
+                    })?;
+                let mut context = jetstream::new(client);
+                // Per publish; the loop below bounds all attempts together.
+                context.set_timeout(self.config.budget);
+                Ok(context)
+            })
+            .await
+    }
+
+    fn message(&self, source: &EventSource, event: &MappedEvent) -> PublishMessage {
+        // Serialising strings, maps and timestamps cannot fail.
+        let payload = serde_json::to_vec(&event.cloud_event(source)).unwrap_or_default();
+        let mut message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .message_id(&event.id)
+            .header("content-type", "application/cloudevents+json");
+        if let Some(stream) = &self.config.stream {
+            message = message.expected_stream(stream);
+        }
+        message
+    }
+
+    async fn deliver_one(
+        &self,
+        context: &jetstream::Context,
+        source: &EventSource,
+        event: &MappedEvent,
+        deadline: Instant,
+    ) -> Result<(), SinkError> {
+        let mut backoff = self.config.first_backoff;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = async {
+                let ack = context
+                    .send_publish(self.config.subject.clone(), self.message(source, event))
+                    .await
+                    .map_err(|e| e.kind().to_string())?;
+                ack.await.map_err(|e| e.kind().to_string())
+            };
+            let reason = match tokio::time::timeout(remaining, attempt).await {
+                // A duplicate is an acknowledgement: the event is stored, once.
+                Ok(Ok(_ack)) => return Ok(()),
+                Ok(Err(reason)) => reason,
+                Err(_) => "no PubAck in time".to_owned(),
+            };
+            if Instant::now() + backoff >= deadline {
+                return Err(SinkError::new(format!(
+                    "{}: event {} not acknowledged after {attempts} attempt(s): {reason}",
+                    self.label, event.id
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+}
+
+impl Sink for NatsSink {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    fn deliver<'a>(&'a self, batch: Batch<'a>) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let deadline = Instant::now() + self.config.budget;
+            let context = self.context().await?;
+            // Futures built first, then polled a few at a time: a closure inside the stream
+            // would make the boxed future's lifetimes higher-ranked, which rustc cannot prove
+            // `Send` for.
+            let pending: Vec<_> = batch
+                .events
+                .iter()
+                .map(|event| self.deliver_one(context, batch.source, event, deadline))
+                .collect();
+            let mut results = futures::stream::iter(pending).buffer_unordered(CONCURRENCY);
+            while let Some(result) = results.next().await {
+                result?;
+            }
+            Ok(())
+        })
+    }
+}
