@@ -29,6 +29,26 @@ pub enum Command {
     Operator(crate::operator::OperatorArgs),
     /// Run the ingest in a cluster: serve the operator's routes, write status to the resources.
     Ingest(crate::ingest::cluster::IngestArgs),
+    /// A local control plane with the CRDs, the operator and the ingest running; Ctrl-C stops it.
+    Dev(crate::dev::DevArgs),
+    /// Print a WebhookSource's full webhook URL (it contains the secret token).
+    Url(crate::verbs::Target),
+    /// Regenerate a WebhookSource's URL and wait until the new one is in force.
+    Rotate {
+        #[command(flatten)]
+        target: crate::verbs::Target,
+        /// How long to wait for the operator.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Show a WebhookSource's recent events and errors.
+    Events {
+        #[command(flatten)]
+        target: crate::verbs::Target,
+        /// Keep watching and print again when they change.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Serve webhooks locally from a directory of WebhookSource and Mapping manifests; events
     /// are printed to stdout. No cluster needed.
     Standalone(crate::standalone::StandaloneArgs),
@@ -54,6 +74,26 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
+        Command::Dev(args) => {
+            init_tracing();
+            crate::dev::run(args)
+        }
+        Command::Url(target) => {
+            println!("{}", tokio_runtime()?.block_on(crate::verbs::url(&target))?);
+            Ok(())
+        }
+        Command::Rotate { target, timeout } => {
+            let url = tokio_runtime()?.block_on(crate::verbs::rotate(&target, timeout))?;
+            eprintln!(
+                "rotated {}: the previous URL no longer works (unless a grace period is set)",
+                target.name
+            );
+            println!("{url}");
+            Ok(())
+        }
+        Command::Events { target, follow } => {
+            tokio_runtime()?.block_on(crate::verbs::events(&target, follow))
+        }
         Command::Ingest(args) => {
             init_tracing();
             tokio_runtime()?.block_on(crate::ingest::cluster::run(args))
@@ -90,6 +130,12 @@ fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<kube::core::Duration>()
+        .map(std::time::Duration::from)
+        .map_err(|e| format!("{text:?} is not a duration such as 30s or 2m: {e}"))
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -278,3 +278,75 @@ async fn two_ingest_replicas_count_every_request_exactly_once() {
         "{ready:?}"
     );
 }
+
+/// Runs `kubectl hookgate ...` with the binary on PATH as `kubectl-hookgate`, as a person who
+/// installed the plugin would; returns stdout.
+fn kubectl_hookgate(dir: &std::path::Path, args: &[&str]) -> String {
+    let plugin = dir.join("kubectl-hookgate");
+    if !plugin.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hookgate"), &plugin).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("kubectl")
+        .arg("hookgate")
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", &support::control_plane().kubeconfig)
+        .output()
+        .expect("running kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl hookgate {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn url_events_and_rotate_work_as_a_kubectl_plugin() {
+    let c = Cluster::new().await;
+    let ingest = c.ingest("a").await;
+    let _operator = c.operator(&format!("http://{}", ingest.addr));
+    support::kubectl_ok(
+        &["apply", "-n", &c.ns, "-f", "-"],
+        Some(&format!("{SOURCE}---{MAPPING}")),
+    );
+    c.wait_source("shop", "source has a URL", |s| {
+        s.status.as_ref().is_some_and(|st| st.url.is_some())
+    })
+    .await;
+
+    let url = kubectl_hookgate(&c.dir.0, &["url", "shop", "-n", &c.ns]);
+    let url = url.trim().to_owned();
+    assert_eq!(url, c.url("shop").await);
+    support::eventually(10, "first 200", || {
+        (ingest.post(&url, &order("ord_v1", Some("v@w.io"))).0 == 200).then_some(())
+    })
+    .await;
+    c.wait_source("shop", "counted", |s| received(s) == 1).await;
+    let table = kubectl_hookgate(&c.dir.0, &["events", "shop", "-n", &c.ns]);
+    assert!(table.contains("received 1  delivered 1"), "{table}");
+    assert!(
+        table.contains("ord_v1") && table.contains("delivered"),
+        "{table}"
+    );
+    assert!(!table.contains("v@w.io"), "identities are masked: {table}");
+
+    let new_url = kubectl_hookgate(&c.dir.0, &["rotate", "shop", "-n", &c.ns]);
+    let new_url = new_url.trim().to_owned();
+    assert_ne!(new_url, url);
+    assert_eq!(new_url, c.url("shop").await);
+    support::eventually(2, "old URL refused after rotate", || {
+        (ingest.post(&url, &order("ord_v2", Some("v@w.io"))).0 == 404).then_some(())
+    })
+    .await;
+    assert_eq!(
+        ingest.post(&new_url, &order("ord_v3", Some("v@w.io"))).0,
+        200
+    );
+}

@@ -16,6 +16,7 @@ use super::webhook_source::RecentError;
     group = "hookgate.dev",
     version = "v1alpha1",
     kind = "Mapping",
+    derive = "PartialEq",
     namespaced,
     status = "MappingStatus",
     shortname = "whm",

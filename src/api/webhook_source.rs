@@ -17,6 +17,7 @@ pub const ROTATE_TOKEN_ANNOTATION: &str = "hookgate.dev/rotate-token";
     group = "hookgate.dev",
     version = "v1alpha1",
     kind = "WebhookSource",
+    derive = "PartialEq",
     namespaced,
     status = "WebhookSourceStatus",
     shortname = "whs",
