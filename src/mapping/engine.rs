@@ -182,8 +182,8 @@ impl CompiledMapping {
             }
         };
         for (key, template) in &*e.fields {
-            // A missing field is left out rather than sent as null: consumers can tell "not
-            // in this payload" from "explicitly empty" only this way.
+            // Left out rather than sent as null, so a property that is present always has a
+            // value and `privacy.hash` never has to hash an absence.
             if let Some(value) = template.evaluate(scope).into_json() {
                 properties.insert(key.clone(), value);
             }
