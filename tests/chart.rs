@@ -584,8 +584,8 @@ async fn ingest_rbac_is_least_privilege() {
         ("watch", "secrets"),
         ("list", "secrets"),
         ("get", "secrets"),
-        ("watch", "webhooksources.hookgate.dev"),
-        ("list", "mappings.hookgate.dev"),
+        ("get", "webhooksources.hookgate.dev"),
+        ("get", "mappings.hookgate.dev"),
         ("patch", "webhooksources.hookgate.dev/status"),
         ("patch", "mappings.hookgate.dev/status"),
     ] {
@@ -602,6 +602,8 @@ async fn ingest_rbac_is_least_privilege() {
         ("patch", "mappings.hookgate.dev", ns.as_str()),
         ("delete", "webhooksources.hookgate.dev", ns.as_str()),
         ("create", "deployments.apps", ns.as_str()),
+        ("watch", "webhooksources.hookgate.dev", ns.as_str()),
+        ("list", "mappings.hookgate.dev", ns.as_str()),
     ] {
         assert!(
             !can(verb, resource, namespace),

@@ -6,16 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tracing::warn;
 
 use super::Error;
 
@@ -92,33 +89,21 @@ impl Metrics {
     }
 }
 
-/// Binds and serves in the background; returns the bound address.
+/// Binds and serves in the background (the ingest's HTTP server loop); returns the bound
+/// address.
 pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let registry = registry.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &registry))
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(5))
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    warn!(error = %e, "metrics connection");
-                }
-            });
-        }
-    });
+    let handler = move |req: Request<hyper::body::Incoming>| {
+        let response = respond(req.uri().path(), &registry);
+        async move { response }
+    };
+    tokio::spawn(crate::ingest::server::serve(
+        listener,
+        handler,
+        Duration::from_secs(5),
+        std::future::pending(),
+    ));
     Ok(bound)
 }
 
