@@ -52,6 +52,9 @@ pub enum Command {
     /// Serve webhooks locally from a directory of WebhookSource and Mapping manifests; events
     /// are printed to stdout. No cluster needed.
     Standalone(crate::standalone::StandaloneArgs),
+    /// Propose a Mapping (YAML, ready to apply) from a sample payload or a source's learned
+    /// shape.
+    Suggest(crate::suggest::SuggestArgs),
     /// A bare hyper server that reads the body and answers 200: the baseline of load runs.
     #[command(hide = true)]
     BenchServer {
@@ -106,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing();
             crate::standalone::run(args)
         }
+        Command::Suggest(args) => crate::suggest::run(&args),
         Command::BenchServer { listen } => {
             tokio_runtime()?.block_on(crate::ingest::bare::run(listen))
         }

@@ -10,6 +10,7 @@
 //! - [`verbs`]: `url`, `rotate`, `events` for people at a terminal (also a kubectl plugin).
 //! - [`sink`]: where events go (stdout JSON lines; HTTP and NATS later).
 //! - [`standalone`]: `hookgate standalone DIR`, the ingest without a cluster.
+//! - [`suggest`]: `hookgate suggest`, a first Mapping guessed from a payload or a learned shape.
 
 pub mod api;
 pub mod cli;
@@ -20,4 +21,5 @@ pub mod operator;
 pub mod route;
 pub mod sink;
 pub mod standalone;
+pub mod suggest;
 pub mod verbs;
