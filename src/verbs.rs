@@ -195,8 +195,8 @@ pub fn render_events(status: &WebhookSourceStatus) -> String {
     let _ = writeln!(out, "\nRECENT EVENTS");
     let _ = writeln!(
         out,
-        "{:<22} {:<20} {:<10} {:<22} {:<24} {:<18} {}",
-        "TIME", "REQUEST", "OUTCOME", "MAPPING", "EVENT", "IDENTITY", "EVENT ID"
+        "{:<22} {:<20} {:<10} {:<22} {:<24} {:<18} EVENT ID",
+        "TIME", "REQUEST", "OUTCOME", "MAPPING", "EVENT", "IDENTITY"
     );
     for e in &status.recent_events {
         let _ = writeln!(
@@ -214,8 +214,8 @@ pub fn render_events(status: &WebhookSourceStatus) -> String {
     let _ = writeln!(out, "\nRECENT ERRORS");
     let _ = writeln!(
         out,
-        "{:<22} {:<8} {:>6}  {}",
-        "LAST SEEN", "STAGE", "COUNT", "MESSAGE"
+        "{:<22} {:<8} {:>6}  MESSAGE",
+        "LAST SEEN", "STAGE", "COUNT"
     );
     for e in &status.recent_errors {
         let stage = serde_json::to_value(e.stage)
