@@ -36,7 +36,8 @@ pub mod server;
 pub mod status;
 pub mod status_writer;
 pub mod table;
-pub mod token;
+/// URL tokens, shared with the operator.
+pub use crate::token;
 pub mod verify;
 
 pub use admin::bind_admin;

@@ -151,6 +151,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the object could not be read as its type: {0}")]
     InvalidObject(String),
+    #[error("the OS random number generator failed: {0}")]
+    Random(String),
 }
 
 impl Error {
@@ -162,7 +164,7 @@ impl Error {
             Error::PublishRoute(_) | Error::DeleteRoute(_) => "route",
             Error::PatchStatus(_) => "status",
             Error::ApplyIngest(_) => "ingest",
-            Error::Serialize(_) => "internal",
+            Error::Serialize(_) | Error::Random(_) => "internal",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),

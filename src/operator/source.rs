@@ -306,7 +306,7 @@ async fn generated_token(
     let (next, event) = match stored.clone() {
         None => {
             let fresh = StoredToken {
-                current: Token::generate(),
+                current: Token::generate().map_err(|e| Error::Random(e.to_string()))?,
                 rotation_key: requested_key.clone().unwrap_or_default(),
                 rotated_at: Some(now.to_string()),
                 previous: None,
@@ -325,7 +325,7 @@ async fn generated_token(
         Some(s) if requested_key.as_ref().is_some_and(|k| *k != s.rotation_key) => {
             let previous = (grace > 0).then(|| (s.current.clone(), now.as_second() + grace as i64));
             let rotated = StoredToken {
-                current: Token::generate(),
+                current: Token::generate().map_err(|e| Error::Random(e.to_string()))?,
                 rotation_key: requested_key.clone().unwrap_or_default(),
                 rotated_at: Some(now.to_string()),
                 previous,

@@ -1,9 +1,7 @@
 //! Webhook tokens: generated once into a Secret owned by the source, rotated only on request.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
@@ -17,51 +15,7 @@ pub const ROTATION_KEY_ANNOTATION: &str = "hookgate.dev/rotation-key";
 pub const ROTATED_AT_ANNOTATION: &str = "hookgate.dev/rotated-at";
 pub const PREVIOUS_EXPIRES_ANNOTATION: &str = "hookgate.dev/previous-expires-at";
 
-/// A webhook token. `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// 32 bytes from the OS CSPRNG, URL-safe base64 without padding (43 characters).
-    pub fn generate() -> Token {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
-        Token(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    pub fn from_secret_value(bytes: &[u8]) -> Option<Token> {
-        let text = std::str::from_utf8(bytes).ok()?.trim();
-        (!text.is_empty()).then(|| Token(text.to_owned()))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn sha256_hex(&self) -> String {
-        crate::route::token_sha256_hex(&self.0)
-    }
-
-    /// `…abcd`: what status may show of a URL's token.
-    pub fn redacted(&self) -> String {
-        let tail: String = self
-            .0
-            .chars()
-            .rev()
-            .take(4)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        format!("****{tail}")
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
+pub use crate::token::Token;
 
 /// The full webhook URL for a token.
 pub fn webhook_url(public_url: &str, token: &str) -> String {
@@ -146,32 +100,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generated_tokens_are_43_url_safe_characters_and_differ() {
-        let a = Token::generate();
-        let b = Token::generate();
-        assert_eq!(a.expose().len(), 43);
-        assert!(
-            a.expose()
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn debug_and_redacted_forms_hide_the_token() {
-        let t = Token("abcdefghijklmnop1234".into());
-        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
-        assert_eq!(t.redacted(), "****1234");
-    }
-
-    #[test]
     fn stored_token_round_trips_through_a_secret() {
         let stored = StoredToken {
-            current: Token("current-token".into()),
+            current: Token::new("current-token"),
             rotation_key: "2026-11-28".into(),
             rotated_at: Some("2026-11-28T10:00:00Z".into()),
-            previous: Some((Token("old-token".into()), 1_800_000_000)),
+            previous: Some((Token::new("old-token"), 1_800_000_000)),
         };
         let (data, annotations) = stored.render("https://hooks.example.com/");
         assert_eq!(data["url"].0, b"https://hooks.example.com/h/current-token");

@@ -1,4 +1,6 @@
-//! URL tokens: generation, hashing, redaction.
+//! Webhook URL tokens: generation, hashing, redaction. One type for the operator (which
+//! generates and stores them) and the ingest and standalone mode (which look requests up by
+//! their hash).
 
 use std::fmt;
 
@@ -24,6 +26,12 @@ impl Token {
         Self(text.into())
     }
 
+    /// A token read from a Secret value: trimmed, UTF-8, not empty.
+    pub fn from_secret_value(bytes: &[u8]) -> Option<Token> {
+        let text = std::str::from_utf8(bytes).ok()?.trim();
+        (!text.is_empty()).then(|| Token(text.to_owned()))
+    }
+
     /// The token itself, for building the URL shown to its owner.
     pub fn expose(&self) -> &str {
         &self.0
@@ -45,14 +53,14 @@ impl fmt::Debug for Token {
     }
 }
 
-/// `…` plus the last 4 characters (all hidden when the token is shorter than 12).
+/// `****` plus the last 4 characters (all hidden when the token is shorter than 12).
 pub fn redact(token: &str) -> String {
     let chars: Vec<char> = token.chars().collect();
     if chars.len() < 12 {
-        return "…".into();
+        return "****".into();
     }
     let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("…{tail}")
+    format!("****{tail}")
 }
 
 /// The SHA-256 of what a request presented, as raw bytes (the table's key).
@@ -100,7 +108,12 @@ mod tests {
     fn debug_hides_the_token_and_redaction_keeps_four() {
         let t = Token::new("abcdefghijklmnopqrstuvwxyz");
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
-        assert_eq!(t.redacted(), "…wxyz");
+        assert_eq!(t.redacted(), "****wxyz");
+        assert_eq!(
+            Token::new("short").redacted(),
+            "****",
+            "short tokens are hidden whole"
+        );
     }
 
     #[test]
