@@ -51,28 +51,6 @@ impl MappedEvent {
         }
     }
 
-    /// The identity for status and logs, never in full: the first identity present (externalId,
-    /// visitorId, email) with only its first and last two characters, e.g. `externalId:cu…St`.
-    pub fn masked_identity(&self) -> String {
-        let (field, value) = [
-            ("externalId", &self.external_id),
-            ("visitorId", &self.visitor_id),
-            ("email", &self.email),
-        ]
-        .into_iter()
-        .find_map(|(field, value)| Some((field, value.as_deref()?)))
-        .unwrap_or(("none", ""));
-        let chars = value.chars().count();
-        if chars >= 8 {
-            let head: String = value.chars().take(2).collect();
-            let tail: String = value.chars().skip(chars - 2).collect();
-            format!("{field}:{head}…{tail}")
-        } else {
-            // Too short to show any part without showing most of it.
-            format!("{field}:…")
-        }
-    }
-
     /// The `data` member alone (HTTP binary mode sends it as the body).
     pub fn data(&self) -> EventData<'_> {
         EventData(self)
@@ -203,18 +181,6 @@ mod tests {
         let parsed: Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(parsed, sample().to_cloud_event_value(&source));
         assert!(text.ends_with('\n'));
-    }
-
-    #[test]
-    fn masked_identity_shows_only_the_ends_of_the_first_identity() {
-        let mut event = sample();
-        assert_eq!(event.masked_identity(), "externalId:…");
-        event.external_id = Some("cus_QhGkLm9NpO2rSt".into());
-        assert_eq!(event.masked_identity(), "externalId:cu…St");
-        event.external_id = None;
-        assert_eq!(event.masked_identity(), "email:a@…om");
-        event.email = Some("a@b.c".into());
-        assert_eq!(event.masked_identity(), "email:…");
     }
 
     #[test]
