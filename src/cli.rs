@@ -52,6 +52,9 @@ pub enum Command {
     /// Serve webhooks locally from a directory of WebhookSource and Mapping manifests; events
     /// are printed to stdout. No cluster needed.
     Standalone(crate::standalone::StandaloneArgs),
+    /// POST a payload file to a webhook URL the way a provider would, optionally signed
+    /// (github, stripe, standardWebhooks, shopify, hmac), and print the answer.
+    Send(crate::send::SendArgs),
     /// Propose a Mapping (YAML, ready to apply) from a sample payload or a source's learned
     /// shape.
     Suggest(crate::suggest::SuggestArgs),
@@ -105,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing();
             tokio_runtime()?.block_on(crate::operator::run(args))
         }
+        Command::Send(args) => tokio_runtime()?.block_on(crate::send::run(args)),
         Command::Standalone(args) => {
             init_tracing();
             crate::standalone::run(args)

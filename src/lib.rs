@@ -23,5 +23,4 @@ pub mod send;
 pub mod sink;
 pub mod standalone;
 pub mod suggest;
-pub mod token;
 pub mod verbs;

@@ -490,3 +490,64 @@ async fn webhook_id_header_is_the_dedup_key_for_a_senders_retries() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["id"], "msg_2Lh9");
 }
+
+#[tokio::test]
+async fn hookgate_send_signs_like_each_provider_and_the_ingest_accepts_it() {
+    let (addr, out) = start(vec![
+        route(
+            "gh",
+            SignatureScheme::Github,
+            &[SECRET],
+            "{{$header.x-github-delivery}}",
+        ),
+        route("st", SignatureScheme::Stripe, &[SECRET], "{{id}}"),
+        route(
+            "sw",
+            SignatureScheme::StandardWebhooks,
+            &[WHSEC],
+            "{{$header.webhook-id}}",
+        ),
+        route("sh", SignatureScheme::Shopify, &[SECRET], "{{id}}"),
+    ])
+    .await;
+    let file = std::env::temp_dir().join(format!("hookgate-send-{}.json", std::process::id()));
+    std::fs::write(&file, br#"{"id":"evt_send","user":"u_1"}"#).unwrap();
+    let send = |source: &str, scheme: &str, secret: &str| {
+        let url = format!("http://{addr}/h/{}", token(source));
+        let file = file.clone();
+        let (scheme, secret) = (scheme.to_owned(), secret.to_owned());
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+                .args(["send", &url])
+                .arg(&file)
+                .args(["--sign", &scheme, "--id", "delivery-1"])
+                .env("HOOKGATE_SIGNING_SECRET", secret)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    for (source, scheme, secret) in [
+        ("gh", "github", SECRET),
+        ("st", "stripe", SECRET),
+        ("sw", "standardWebhooks", WHSEC),
+        ("sh", "shopify", SECRET),
+    ] {
+        let output = send(source, scheme, secret).await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{scheme}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.starts_with("HTTP 200\n"), "{scheme}: {stdout}");
+    }
+    // A wrong secret: the answer is printed and the exit status says it failed.
+    let output = send("gh", "github", "wrong").await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(stdout.starts_with("HTTP 401\n"), "{stdout}");
+    let _ = std::fs::remove_file(&file);
+    let ids: Vec<Value> = out.events().iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(ids, ["delivery-1", "evt_send", "delivery-1", "evt_send"]);
+}
