@@ -23,4 +23,5 @@ pub mod send;
 pub mod sink;
 pub mod standalone;
 pub mod suggest;
+pub mod token;
 pub mod verbs;
