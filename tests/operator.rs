@@ -88,33 +88,9 @@ impl World {
     async fn create(&self, yaml: &str) {
         let value: Value = serde_yaml::from_str(yaml).unwrap();
         match value["kind"].as_str() {
-            Some("WebhookSource") => {
-                self.sources()
-                    .create(
-                        &PostParams::default(),
-                        &serde_json::from_value(value).unwrap(),
-                    )
-                    .await
-                    .unwrap();
-            }
-            Some("Mapping") => {
-                self.mappings()
-                    .create(
-                        &PostParams::default(),
-                        &serde_json::from_value(value).unwrap(),
-                    )
-                    .await
-                    .unwrap();
-            }
-            Some("Secret") => {
-                self.secrets()
-                    .create(
-                        &PostParams::default(),
-                        &serde_json::from_value(value).unwrap(),
-                    )
-                    .await
-                    .unwrap();
-            }
+            Some("WebhookSource") => create_in(&self.sources(), value).await,
+            Some("Mapping") => create_in(&self.mappings(), value).await,
+            Some("Secret") => create_in(&self.secrets(), value).await,
             other => panic!("unexpected kind {other:?}"),
         }
     }
@@ -190,6 +166,14 @@ impl World {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .collect()
     }
+}
+
+async fn create_in<K>(api: &Api<K>, value: Value)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value).unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
 }
 
 fn parse_route(secret: &Secret) -> Route {

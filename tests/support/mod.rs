@@ -375,14 +375,18 @@ where
 
 /// A plain HTTP/1.1 GET on loopback; returns (status, body). For admin endpoints in tests.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends one raw HTTP/1.1 request with `Connection: close`; returns (status, body).
+fn http_request(addr: &str, request: &str) -> (u16, String) {
     use std::io::Read;
     let mut stream =
         std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response
@@ -412,9 +416,6 @@ pub fn log_field(logs: &str, marker: &str, key: &str) -> Option<String> {
 
 /// A plain HTTP/1.1 POST of a JSON body on loopback; returns (status, body).
 pub fn http_post(addr: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    use std::io::Read;
-    let mut stream =
-        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
@@ -424,19 +425,7 @@ pub fn http_post(addr: &str, path: &str, body: &str, headers: &[(&str, &str)]) -
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    http_request(addr, &request)
 }
 
 /// Polls `check` every 50 ms until it returns Some, or panics after `secs` with `what`.
