@@ -761,7 +761,14 @@ async fn of_two_operators_only_the_leader_acts_and_the_other_takes_over() {
     w.create(&SOURCE.replace("name: shop", "name: after-failover"))
         .await;
     w.ready_source("after-failover").await;
-    assert!(second.logs().contains("reconciled WebhookSource"));
+    // The status is written before the reconcile logs its result.
+    support::eventually(5, "the new leader logs its reconcile", || {
+        second
+            .logs()
+            .contains("reconciled WebhookSource")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
