@@ -751,8 +751,14 @@ mod tests;
 
 /// `hookgate suggest`: where the fields come from.
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["payload", "from_status"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["name", "payload", "from_status"])))]
 pub struct SuggestArgs {
+    /// A WebhookSource in the cluster: suggests from the shape in its `status.observedFields`.
+    #[arg(conflicts_with = "source")]
+    pub name: Option<String>,
+    /// With NAME: its namespace (default: the kubeconfig context's).
+    #[arg(short = 'n', long, requires = "name")]
+    pub namespace: Option<String>,
     /// A sample request body (JSON or form-encoded) saved from the sender.
     #[arg(long, value_name = "FILE")]
     pub payload: Option<std::path::PathBuf>,
@@ -760,9 +766,9 @@ pub struct SuggestArgs {
     /// suggests from the shape the source learned.
     #[arg(long, value_name = "URL|FILE")]
     pub from_status: Option<String>,
-    /// The WebhookSource the Mapping is for.
-    #[arg(long)]
-    pub source: String,
+    /// The WebhookSource the Mapping is for (with --payload or --from-status).
+    #[arg(long, required_unless_present = "name")]
+    pub source: Option<String>,
     /// Content type of `--payload` (default: sniffed, JSON or form).
     #[arg(long)]
     pub content_type: Option<String>,
@@ -784,11 +790,25 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--header {h:?} is not `Name: value`"))
         })
         .collect::<anyhow::Result<_>>()?;
+    if let Some(name) = &args.name {
+        let target = crate::verbs::Target {
+            name: name.clone(),
+            namespace: args.namespace.clone(),
+        };
+        let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
+        let yaml = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::verbs::suggest(&target, &names))?;
+        print!("{yaml}");
+        return Ok(());
+    }
+    let source = args.source.as_deref().unwrap_or_default();
     let suggestion = if let Some(path) = &args.payload {
         let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let body = crate::mapping::parse_body(args.content_type.as_deref(), &raw)
             .with_context(|| format!("{} is not a payload hookgate can read", path.display()))?;
-        suggest_from_payload(&args.source, &body, &headers)
+        suggest_from_payload(source, &body, &headers)
     } else {
         let location = args.from_status.as_deref().unwrap_or_default();
         let text = if location.starts_with("http://") {
@@ -796,9 +816,9 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<()> {
         } else {
             std::fs::read_to_string(location).with_context(|| format!("reading {location}"))?
         };
-        let fields = fields_from_status(&text, &args.source)?;
+        let fields = fields_from_status(&text, source)?;
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
-        suggest(&args.source, &fields, &names)
+        suggest(source, &fields, &names)
     };
     print!("{}", suggestion.to_yaml());
     Ok(())

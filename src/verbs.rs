@@ -233,3 +233,22 @@ pub fn render_events(status: &WebhookSourceStatus) -> String {
     }
     out
 }
+
+/// A Mapping proposed from the payload shape the source learned (`status.observedFields`),
+/// as YAML ready to apply.
+pub async fn suggest(target: &Target, headers: &[&str]) -> anyhow::Result<String> {
+    let (_, api, ns) = target.api().await?;
+    let source = api
+        .get(&target.name)
+        .await
+        .with_context(|| format!("reading WebhookSource {}/{}", ns, target.name))?;
+    let fields = source.status.map(|s| s.observed_fields).unwrap_or_default();
+    if fields.is_empty() {
+        bail!(
+            "{}/{} has not learned a payload shape yet: send it a request first (or use --payload FILE)",
+            ns,
+            target.name
+        );
+    }
+    Ok(crate::suggest::suggest(&target.name, &fields, headers).to_yaml())
+}

@@ -337,6 +337,17 @@ async fn url_events_and_rotate_work_as_a_kubectl_plugin() {
     );
     assert!(!table.contains("v@w.io"), "identities are masked: {table}");
 
+    // A Mapping proposed from the shape the source learned: valid, and it compiles.
+    let yaml = kubectl_hookgate(&c.dir.0, &["suggest", "shop", "-n", &c.ns]);
+    let suggested: hookgate::api::Mapping =
+        serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"));
+    assert_eq!(suggested.spec.source_ref.name, "shop");
+    hookgate::mapping::CompiledMapping::compile("suggested", &suggested.spec).unwrap();
+    support::kubectl_ok(
+        &["apply", "-n", &c.ns, "--dry-run=server", "-f", "-"],
+        Some(&yaml),
+    );
+
     let new_url = kubectl_hookgate(&c.dir.0, &["rotate", "shop", "-n", &c.ns]);
     let new_url = new_url.trim().to_owned();
     assert_ne!(new_url, url);
