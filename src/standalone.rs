@@ -537,6 +537,12 @@ fn load_file(file: &Path, problems: &mut Vec<Problem>, notes: &mut Vec<String>) 
         if value.is_null() {
             continue;
         }
+        // A JSON file that is no Kubernetes object at all is a sample payload or expected
+        // output kept beside the manifests (examples/ does this), not a broken manifest.
+        let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
+        if is_json && value.get("apiVersion").is_none() && value.get("kind").is_none() {
+            continue;
+        }
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
         let api_version = value
             .get("apiVersion")
