@@ -45,6 +45,33 @@ pub struct Route {
     /// None: the ingest's default sink.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<Sink>,
+    /// What the sink's Secret references resolved to (HTTP headers, NATS credentials): the
+    /// ingest cannot read Secrets in the source's namespace, so the operator copies them here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_secrets: Option<SinkSecrets>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkSecrets {
+    /// `http.headersSecretRef`: each key of the Secret a request header.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `nats.credentialsSecretRef`: the contents of a NATS credentials file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_credentials: Option<String>,
+}
+
+impl fmt::Debug for SinkSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkSecrets")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field(
+                "nats_credentials",
+                &self.nats_credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]

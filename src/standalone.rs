@@ -382,6 +382,7 @@ impl Loader {
                     signature,
                     mappings: route_mappings,
                     sink: spec.sink.clone(),
+                    sink_secrets: None,
                 },
                 source_notes,
             ));

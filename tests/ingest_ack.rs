@@ -132,6 +132,7 @@ fn route(name: &str, token: &str) -> Route {
         signature: None,
         mappings: vec![purchase_mapping(), batch_mapping()],
         sink: None,
+        sink_secrets: None,
     }
 }
 

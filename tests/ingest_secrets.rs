@@ -62,6 +62,7 @@ event: {name: E, id: "{{id}}", email: "{{email}}"}
             spec,
         }],
         sink: None,
+        sink_secrets: None,
     };
     let out = Captured::default();
     let table = Arc::new(RouteTable::new(

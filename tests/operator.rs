@@ -855,3 +855,62 @@ async fn the_ingest_deployment_is_applied_with_restricted_security() {
     let svc = services.get("hookgate-ingest").await.unwrap();
     assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 80);
 }
+
+#[tokio::test]
+async fn sink_secrets_reach_the_route_and_a_missing_one_is_reported() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    w.create(
+        r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: to-http}
+spec:
+  sink:
+    http: {url: "http://collector.example/events", headersSecretRef: {name: collector-auth}}
+"#,
+    )
+    .await;
+    let waiting = support::wait_for(
+        &w.sources(),
+        "to-http",
+        30,
+        "missing sink Secret reported",
+        |s: &WebhookSource| {
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == "SinkSecretNotFound")
+            })
+        },
+    )
+    .await;
+    assert!(
+        condition(&waiting.status.unwrap().conditions, "SinkReady")
+            .message
+            .contains("collector-auth")
+    );
+    // The URL keeps working meanwhile: deliveries fail with a retryable 503, not a 404.
+    assert!(w.route("to-http").await.sink_secrets.is_none());
+
+    w.create(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: collector-auth}
+stringData: {Authorization: "Bearer s3cr3t-collector-token"}
+"#,
+    )
+    .await;
+    let route = w
+        .wait_route("to-http", "headers in the route", |r| {
+            r.sink_secrets.is_some()
+        })
+        .await;
+    let headers = route.sink_secrets.unwrap().headers;
+    assert_eq!(
+        headers.get("Authorization").map(String::as_str),
+        Some("Bearer s3cr3t-collector-token")
+    );
+    w.ready_source("to-http").await;
+}

@@ -85,6 +85,7 @@ event:
             spec,
         }],
         sink: None,
+        sink_secrets: None,
     }
 }
 

@@ -68,6 +68,7 @@ event:
             spec,
         }],
         sink: Some(sink),
+        sink_secrets: None,
     }
 }
 
@@ -246,7 +247,17 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
 async fn http_binary_mode_sends_ce_headers_and_the_data_as_body() {
     let log = Log::default();
     let (addr, _receiver) = receiver("127.0.0.1:0".parse().unwrap(), log.clone()).await;
-    let ingest = ingest(route(http_sink(addr, CloudEventsMode::Binary), 3600)).await;
+    // Headers the operator resolved from `headersSecretRef` travel with every event.
+    let mut with_headers = route(http_sink(addr, CloudEventsMode::Binary), 3600);
+    with_headers.sink_secrets = Some(hookgate::route::SinkSecrets {
+        headers: [(
+            "Authorization".to_owned(),
+            "Bearer collector-token".to_owned(),
+        )]
+        .into(),
+        nats_credentials: None,
+    });
+    let ingest = ingest(with_headers).await;
 
     let reply = send(ingest, "evt_bin_1").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -256,6 +267,7 @@ async fn http_binary_mode_sends_ce_headers_and_the_data_as_body() {
     assert_eq!(got.len(), 1);
     let h = &got[0].headers;
     assert_eq!(header(h, "ce-specversion"), "1.0");
+    assert_eq!(header(h, "authorization"), "Bearer collector-token");
     assert_eq!(header(h, "ce-id"), "evt_bin_1");
     assert_eq!(
         header(h, "ce-source"),

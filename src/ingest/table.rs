@@ -53,12 +53,16 @@ impl Sinks {
         }
     }
 
-    fn resolve(&self, spec: Option<&SinkSpec>) -> Arc<dyn Sink> {
+    fn resolve(
+        &self,
+        spec: Option<&SinkSpec>,
+        secrets: Option<&crate::route::SinkSecrets>,
+    ) -> Arc<dyn Sink> {
         match spec {
             None => self.default.clone(),
             Some(s) if s.stdout.is_some() => self.stdout.clone(),
             // One sink per distinct configuration, shared by the routes that name it.
-            Some(s) if s.http.is_some() || s.nats.is_some() => crate::sink::for_spec(s),
+            Some(s) if s.http.is_some() || s.nats.is_some() => crate::sink::for_spec(s, secrets),
             Some(_) => self.default.clone(),
         }
     }
@@ -315,7 +319,9 @@ impl RouteTable {
 
         Arc::new(LiveRoute {
             source: EventSource::new(&route.namespace, &route.name),
-            sink: self.sinks.resolve(route.sink.as_ref()),
+            sink: self
+                .sinks
+                .resolve(route.sink.as_ref(), route.sink_secrets.as_ref()),
             dedup_window: Duration::from_secs(route.dedup_window_seconds),
             mappings,
             compile_errors,

@@ -92,6 +92,7 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
     };
 
     let (signature, signature_verdict) = signing_secrets(source, &ns, ctx).await?;
+    let (sink_secrets, sink_verdict) = sink_secrets(source, &ns, ctx).await?;
 
     // Mappings attached to this source; only those that compile make it into the route, the
     // others report their error on their own status.
@@ -120,9 +121,15 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
     if let Some(v) = &signature_verdict {
         verdicts.push(v.clone());
     }
+    // A sink Secret that is missing does not withdraw the route: deliveries fail with a
+    // retryable 503 (and say why in status) instead of senders getting 404.
+    if let Some(v) = &sink_verdict {
+        verdicts.push(v.clone());
+    }
     let route_ready = tokens.current.is_some() && signature_verdict.as_ref().is_none_or(|v| v.ok);
     if route_ready {
-        let route = build_route(source, &ns, &name, &tokens, signature, route_mappings, now);
+        let mut route = build_route(source, &ns, &name, &tokens, signature, route_mappings, now);
+        route.sink_secrets = sink_secrets;
         publish_route(&route, ctx).await?;
         verdicts.push(Verdict::ok(
             ROUTE_PUBLISHED,
@@ -199,7 +206,10 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
     info!(namespace = %ns, name = %name, ready = ready.ok, reason = ready.reason, "reconciled WebhookSource");
 
     let mut next = RESYNC;
-    if source.spec.token_secret_ref.is_some() || source.spec.signature.is_some() {
+    if source.spec.token_secret_ref.is_some()
+        || source.spec.signature.is_some()
+        || sink_verdict.is_some()
+    {
         next = next.min(ctx.args.secret_resync);
     }
     if let Some(r) = tokens.requeue {
@@ -551,6 +561,73 @@ async fn signing_secrets(
     ))
 }
 
+/// Reads the Secrets the sink names (HTTP headers, NATS credentials) for the route.
+async fn sink_secrets(
+    source: &WebhookSource,
+    ns: &str,
+    ctx: &Context,
+) -> Result<(Option<crate::route::SinkSecrets>, Option<Verdict>), Error> {
+    const TYPE: &str = "SinkReady";
+    let Some(sink) = &source.spec.sink else {
+        return Ok((None, None));
+    };
+    let reference = match (&sink.http, &sink.nats) {
+        (Some(h), _) => h.headers_secret_ref.as_ref(),
+        (_, Some(n)) => n.credentials_secret_ref.as_ref(),
+        _ => None,
+    };
+    let Some(reference) = reference else {
+        return Ok((None, None));
+    };
+    let found = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&reference.name)
+        .await
+        .map_err(Error::GetSecret)?;
+    let Some(secret) = found else {
+        let message = format!(
+            "sink: Secret {} not found in namespace {ns}",
+            reference.name
+        );
+        return Ok((
+            None,
+            Some(Verdict::fail(TYPE, "SinkSecretNotFound", message)),
+        ));
+    };
+    let mut secrets = crate::route::SinkSecrets::default();
+    if sink.http.is_some() {
+        // Every key of the Secret is a header (e.g. `Authorization`).
+        let mut keys: Vec<String> = secret.data.iter().flat_map(|d| d.keys().cloned()).collect();
+        keys.extend(secret.string_data.iter().flat_map(|d| d.keys().cloned()));
+        for key in keys {
+            if let Some(value) =
+                token::secret_value(&secret, &key).and_then(|v| String::from_utf8(v).ok())
+            {
+                secrets.headers.insert(key, value.trim().to_owned());
+            }
+        }
+    } else {
+        let key = reference.key.as_deref().unwrap_or("creds");
+        match token::secret_value(&secret, key).and_then(|v| String::from_utf8(v).ok()) {
+            Some(creds) => secrets.nats_credentials = Some(creds),
+            None => {
+                let message = format!("sink: Secret {} has no key {key}", reference.name);
+                return Ok((
+                    None,
+                    Some(Verdict::fail(TYPE, "SinkSecretKeyMissing", message)),
+                ));
+            }
+        }
+    }
+    Ok((
+        Some(secrets),
+        Some(Verdict::ok(
+            TYPE,
+            "SecretFound",
+            format!("sink settings from Secret {}", reference.name),
+        )),
+    ))
+}
+
 fn build_route(
     source: &WebhookSource,
     ns: &str,
@@ -602,6 +679,7 @@ fn build_route(
         signature,
         mappings,
         sink: source.spec.sink.clone(),
+        sink_secrets: None,
     }
 }
 

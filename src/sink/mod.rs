@@ -100,11 +100,17 @@ impl Sink for UnavailableSink {
 /// weak references, so a configuration no route uses any more is closed when its last route
 /// goes. A configuration that cannot work (a malformed URL) yields a sink that fails every
 /// delivery with the reason, so senders get a retryable 503 and status shows why.
-pub fn for_spec(spec: &SinkSpec) -> Arc<dyn Sink> {
+pub fn for_spec(spec: &SinkSpec, secrets: Option<&crate::route::SinkSecrets>) -> Arc<dyn Sink> {
     static CACHE: OnceLock<Mutex<HashMap<String, Weak<dyn Sink>>>> = OnceLock::new();
-    // The spec's JSON identifies the configuration (its fields hold no secrets: those are
-    // Secret references).
-    let key = serde_json::to_string(spec).unwrap_or_default();
+    // The spec's JSON and a digest of the resolved secrets identify the configuration; the
+    // key never holds a secret itself.
+    let secrets_digest = secrets
+        .map(|s| crate::route::token_sha256_hex(&serde_json::to_string(s).unwrap_or_default()))
+        .unwrap_or_default();
+    let key = format!(
+        "{}#{secrets_digest}",
+        serde_json::to_string(spec).unwrap_or_default()
+    );
     let mut cache = CACHE
         .get_or_init(Default::default)
         .lock()
@@ -113,14 +119,21 @@ pub fn for_spec(spec: &SinkSpec) -> Arc<dyn Sink> {
         return sink;
     }
     cache.retain(|_, weak| weak.strong_count() > 0);
-    let sink = build(spec);
+    let sink = build(spec, secrets);
     cache.insert(key, Arc::downgrade(&sink));
     sink
 }
 
-fn build(spec: &SinkSpec) -> Arc<dyn Sink> {
+fn build(spec: &SinkSpec, secrets: Option<&crate::route::SinkSecrets>) -> Arc<dyn Sink> {
     if let Some(h) = &spec.http {
         let mut config = http::HttpSinkConfig::new(&h.url, h.mode);
+        if let Some(secrets) = secrets {
+            config.headers = secrets
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
         if let Some(timeout) = h.timeout.as_deref().and_then(parse_duration) {
             config.attempt_timeout = timeout;
         }
@@ -132,6 +145,7 @@ fn build(spec: &SinkSpec) -> Arc<dyn Sink> {
     if let Some(n) = &spec.nats {
         let mut config = nats::NatsSinkConfig::new(&n.url, &n.subject);
         config.stream = n.stream.clone().filter(|s| !s.is_empty());
+        config.credentials = secrets.and_then(|s| s.nats_credentials.clone());
         return match nats::NatsSink::new(config) {
             Ok(sink) => Arc::new(sink),
             Err(e) => UnavailableSink::shared("nats", e.message),
