@@ -36,7 +36,8 @@ pub struct IngestArgs {
     /// At most one status write per source per interval, and only when something changed.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub status_interval: Duration,
-    /// The sink for sources without `spec.sink`; only `stdout` in this version.
+    /// The sink for sources without `spec.sink`: `stdout`, an `http(s)://` CloudEvents
+    /// receiver (binary mode), or `nats://host:port/subject` (JetStream).
     #[arg(long, default_value = "stdout")]
     pub default_sink: String,
 }
@@ -48,17 +49,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.default_sink == "stdout",
-        "--default-sink {:?}: only stdout is available in this version",
-        args.default_sink
-    );
+    let stdout = WriterSink::stdout();
+    let default = match default_sink(&args.default_sink)? {
+        Some(spec) => crate::sink::for_spec(&spec, None),
+        None => stdout.clone(),
+    };
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
-    let table = Arc::new(RouteTable::new(
-        Sinks::single(WriterSink::stdout()),
-        metrics,
-    ));
+    let table = Arc::new(RouteTable::new(Sinks { default, stdout }, metrics));
 
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -92,6 +90,39 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let _ = writer_task.await;
     watch.abort();
     Ok(())
+}
+
+/// `--default-sink`: None for stdout, else the sink spec it names.
+pub fn default_sink(text: &str) -> anyhow::Result<Option<crate::api::webhook_source::Sink>> {
+    use crate::api::webhook_source::{HttpSink, NatsSink, Sink};
+    if text == "stdout" {
+        return Ok(None);
+    }
+    if text.starts_with("http://") || text.starts_with("https://") {
+        return Ok(Some(Sink {
+            http: Some(HttpSink {
+                url: text.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+    if let Some(rest) = text.strip_prefix("nats://")
+        && let Some((server, subject)) = rest.split_once('/')
+        && !subject.is_empty()
+    {
+        return Ok(Some(Sink {
+            nats: Some(NatsSink {
+                url: format!("nats://{server}"),
+                subject: subject.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+    anyhow::bail!(
+        "--default-sink {text:?}: expected stdout, http(s)://..., or nats://host:port/subject"
+    )
 }
 
 /// Keeps the route table equal to the route Secrets, forever (the watcher reconnects itself).
@@ -139,5 +170,30 @@ fn parse(secret: &Secret) -> Option<Route> {
             warn!(route = %secret.name_any(), error = %e, "ignoring a route this ingest cannot read");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_sink;
+
+    #[test]
+    fn default_sink_names_stdout_http_or_nats() {
+        assert!(default_sink("stdout").unwrap().is_none());
+        let http = default_sink("https://broker.example/ns/default")
+            .unwrap()
+            .unwrap();
+        assert_eq!(http.http.unwrap().url, "https://broker.example/ns/default");
+        let nats = default_sink("nats://nats.hookgate:4222/events.in")
+            .unwrap()
+            .unwrap()
+            .nats
+            .unwrap();
+        assert_eq!(
+            (nats.url.as_str(), nats.subject.as_str()),
+            ("nats://nats.hookgate:4222", "events.in")
+        );
+        assert!(default_sink("kafka://x").is_err());
+        assert!(default_sink("nats://host-without-subject").is_err());
     }
 }
