@@ -331,7 +331,7 @@ async fn disabled_source_answers_503_with_retry_after_and_delivers_nothing() {
 }
 
 #[tokio::test]
-async fn required_signature_is_refused_with_401_until_schemes_are_implemented() {
+async fn an_unsigned_request_to_a_signed_source_is_refused_with_401() {
     let mut r = route("shop", TOKEN);
     r.signature = Some(RouteSignature {
         scheme: SignatureScheme::Github,
