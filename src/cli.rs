@@ -55,6 +55,9 @@ pub enum Command {
     /// POST a payload file to a webhook URL the way a provider would, optionally signed
     /// (github, stripe, standardWebhooks, shopify, hmac), and print the answer.
     Send(crate::send::SendArgs),
+    /// A paced load client: fixed request rate, latency percentiles from the scheduled send time.
+    #[command(hide = true)]
+    BenchLoad(crate::ingest::bare::LoadArgs),
     /// Propose a Mapping (YAML, ready to apply) from a sample payload or a source's learned
     /// shape.
     Suggest(crate::suggest::SuggestArgs),
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             crate::standalone::run(args)
         }
         Command::Suggest(args) => crate::suggest::run(&args),
+        Command::BenchLoad(args) => crate::ingest::bare::load(args),
         Command::BenchServer { listen } => {
             tokio_runtime()?.block_on(crate::ingest::bare::run(listen))
         }
