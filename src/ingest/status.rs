@@ -198,7 +198,11 @@ impl SourceStatus {
     ) {
         self.update(|s| {
             for name in matched {
-                let m = s.mappings.entry(name.to_owned()).or_default();
+                // Looked up before inserting: `entry` would allocate the name on every request.
+                let m = match s.mappings.get_mut(name) {
+                    Some(m) => m,
+                    None => s.mappings.entry(name.to_owned()).or_default(),
+                };
                 m.matched += 1;
                 m.last_matched_at = Some(at);
             }
