@@ -304,3 +304,43 @@ async fn insecure_flag_serves_signed_sources_without_verification_and_says_so() 
     assert_eq!(sa.wait_events(1).await[0]["type"], "Purchase");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn suggest_from_a_running_standalones_status_proposes_an_applicable_mapping() {
+    let dir = temp_dir("suggest");
+    let sa = Standalone::start(&dir, &[]);
+    let (addr, admin) = sa.addresses().await;
+    let twilio = sa.path_of("twilio-sms").await;
+    let reply = post_form(addr, &twilio, TWILIO_FORM).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["suggest", "--source", "twilio-sms", "--from-status"])
+        .arg(format!("http://{admin}/status"))
+        .output()
+        .unwrap();
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mapping: hookgate::api::Mapping = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(mapping.spec.source_ref.name, "twilio-sms");
+    assert_eq!(
+        mapping.spec.event.external_id.as_deref(),
+        Some("{{From | sha256}}"),
+        "{yaml}"
+    );
+    assert_eq!(mapping.spec.event.id.as_deref(), Some("{{MessageSid}}"));
+    assert!(yaml.contains("# guess"), "{yaml}");
+
+    let unknown = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["suggest", "--source", "nope", "--from-status"])
+        .arg(format!("http://{admin}/status"))
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no source \"nope\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
