@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
 
     let for_each = template.contains("$item").then(|| template.to_owned());
     let spec = MappingSpec {
-        source_ref: SourceRef { name: "fuzz".into() },
+        source_ref: SourceRef {
+            name: "fuzz".into(),
+        },
         when: vec![WhenCondition {
             path: template.to_owned(),
             exists: Some(true),
@@ -62,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
     for event in &outcome.events {
         let mut line = Vec::new();
         event.write_json_line(&source, &mut line);
-        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one line per event");
+        assert_eq!(
+            line.iter().filter(|b| **b == b'\n').count(),
+            1,
+            "one line per event"
+        );
         serde_json::from_slice::<serde_json::Value>(&line).expect("an event line is JSON");
     }
 });
