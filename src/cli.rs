@@ -38,7 +38,7 @@ pub enum Command {
         #[command(flatten)]
         target: crate::verbs::Target,
         /// How long to wait for the operator.
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = crate::api::parse_duration)]
         timeout: std::time::Duration,
     },
     /// Show a WebhookSource's recent events and errors.
@@ -142,12 +142,6 @@ fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    text.parse::<kube::core::Duration>()
-        .map(std::time::Duration::from)
-        .map_err(|e| format!("{text:?} is not a duration such as 30s or 2m: {e}"))
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

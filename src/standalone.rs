@@ -420,8 +420,7 @@ fn secret_key(doc: &SecretDoc, key: &str) -> Option<String> {
 
 /// Go-style durations, as the CRD's CEL rule accepts them; whole seconds.
 fn duration_secs(text: &str) -> Option<u64> {
-    let d: kube::core::Duration = text.parse().ok()?;
-    Some(Duration::from(d).as_secs())
+    crate::api::parse_duration(text).ok().map(|d| d.as_secs())
 }
 
 /// `*.yaml`, `*.yml` and `*.json` under `dir`, sorted, skipping hidden files and directories

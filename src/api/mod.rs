@@ -21,6 +21,13 @@ pub const VERSION: &str = "v1alpha1";
 pub(crate) const DURATION_PATTERN: &str =
     "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')";
 
+/// Parses a Go-style duration (`500ms`, `30s`, `1h30m`), the form the CRDs and flags use.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<kube::core::Duration>()
+        .map(std::time::Duration::from)
+        .map_err(|e| format!("{text:?} is not a duration such as 500ms, 30s or 5m: {e}"))
+}
+
 /// A key in a Secret in the resource's own namespace.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretKeyRef {

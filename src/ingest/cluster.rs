@@ -34,18 +34,12 @@ pub struct IngestArgs {
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
     /// At most one status write per source per interval, and only when something changed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::api::parse_duration)]
     pub status_interval: Duration,
     /// The sink for sources without `spec.sink`: `stdout`, an `http(s)://` CloudEvents
     /// receiver (binary mode), or `nats://host:port/subject` (JetStream).
     #[arg(long, default_value = "stdout")]
     pub default_sink: String,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<kube::core::Duration>()
-        .map(Duration::from)
-        .map_err(|e| format!("{text:?} is not a duration such as 10s: {e}"))
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {

@@ -64,7 +64,7 @@ pub struct OperatorArgs {
 
     /// How often a source is re-read when its token or signing secret is a Secret the operator
     /// does not own (watching every Secret would need far broader RBAC).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::api::parse_duration)]
     pub secret_resync: Duration,
 
     /// Seconds a leader's Lease stays valid without renewal.
@@ -73,12 +73,6 @@ pub struct OperatorArgs {
 
     #[command(flatten)]
     pub ingest: IngestArgs,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    text.parse::<kube::core::Duration>()
-        .map(Duration::from)
-        .map_err(|e| format!("{text:?} is not a duration such as 30s or 5m: {e}"))
 }
 
 /// The ingest the operator deploys.

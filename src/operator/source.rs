@@ -486,8 +486,7 @@ fn grace_period(source: &WebhookSource) -> u64 {
 
 /// Go-style durations as accepted by the CRD's CEL rule; whole seconds are enough here.
 pub fn parse_duration_secs(text: &str) -> Option<u64> {
-    let d: kube::core::Duration = text.parse().ok()?;
-    Some(std::time::Duration::from(d).as_secs())
+    crate::api::parse_duration(text).ok().map(|d| d.as_secs())
 }
 
 async fn signing_secrets(

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
 
 use crate::api::webhook_source::Sink as SinkSpec;
 use crate::mapping::{EventSource, MappedEvent};
@@ -134,7 +133,11 @@ fn build(spec: &SinkSpec, secrets: Option<&crate::route::SinkSecrets>) -> Arc<dy
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
         }
-        if let Some(timeout) = h.timeout.as_deref().and_then(parse_duration) {
+        if let Some(timeout) = h
+            .timeout
+            .as_deref()
+            .and_then(|t| crate::api::parse_duration(t).ok().filter(|d| !d.is_zero()))
+        {
             config.attempt_timeout = timeout;
         }
         return match http::HttpSink::new(config) {
@@ -152,10 +155,4 @@ fn build(spec: &SinkSpec, secrets: Option<&crate::route::SinkSecrets>) -> Arc<dy
         };
     }
     UnavailableSink::shared("none", "the sink names none of stdout, http or nats")
-}
-
-/// Go-style durations as the CRD accepts them (`500ms`, `5s`).
-fn parse_duration(text: &str) -> Option<Duration> {
-    let d: kube::core::Duration = text.parse().ok()?;
-    Some(Duration::from(d)).filter(|d| !d.is_zero())
 }
