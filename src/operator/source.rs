@@ -85,9 +85,7 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
 
     let tokens = match &source.spec.token_secret_ref {
-        Some(reference) => {
-            user_token(source, &ns, &reference.name, reference.key.as_deref(), ctx).await?
-        }
+        Some(reference) => user_token(&ns, &reference.name, reference.key.as_deref(), ctx).await?,
         None => generated_token(source, &ns, &name, now, ctx).await?,
     };
 
@@ -184,7 +182,7 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
         && existing.token_rotated_at == status.token_rotated_at
         && existing.mappings == status.mappings;
     if !unchanged {
-        patch_status(source, &ns, &name, &status, ctx).await?;
+        patch_status(&ns, &name, &status, ctx).await?;
     }
 
     let was_ready = conditions::is_true(&existing.conditions, READY);
@@ -219,7 +217,6 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn patch_status(
-    source: &WebhookSource,
     ns: &str,
     name: &str,
     status: &WebhookSourceStatus,
@@ -245,13 +242,11 @@ async fn patch_status(
     )
     .await
     .map_err(Error::PatchStatus)?;
-    let _ = source;
     Ok(())
 }
 
 /// The user's own token (`tokenSecretRef`): read, never written.
 async fn user_token(
-    source: &WebhookSource,
     ns: &str,
     secret: &str,
     key: Option<&str>,
@@ -283,7 +278,6 @@ async fn user_token(
             format!("token from Secret {secret}"),
         ),
     };
-    let _ = source;
     Ok(TokenOutcome {
         current,
         previous: None,
