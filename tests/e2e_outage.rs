@@ -117,6 +117,17 @@ spec:
         .map(|e| e["id"].as_str().unwrap().to_owned())
         .collect();
     let lost: Vec<_> = acknowledged.difference(&delivered).collect();
+    if !lost.is_empty() {
+        // Enough to tell an empty sink output from a partial one when this fails.
+        let size = std::fs::metadata(&ingest.events).map(|m| m.len());
+        let logs = ingest.process.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(30).collect();
+        eprintln!(
+            "sink output {} ({size:?} bytes); ingest log tail:\n{}",
+            ingest.events.display(),
+            tail.join("\n")
+        );
+    }
     assert!(
         lost.is_empty(),
         "acknowledged but not at the sink: {lost:?}"

@@ -147,8 +147,15 @@ impl Ingest {
     }
 
     pub fn delivered(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
+        let bytes = std::fs::read(&self.events)
+            .unwrap_or_else(|e| panic!("reading the sink output {}: {e}", self.events.display()));
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the sink output {} is not UTF-8: {e}",
+                    self.events.display()
+                )
+            })
             .lines()
             .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
             .collect()
