@@ -146,6 +146,20 @@ impl Ingest {
         )
     }
 
+    /// Posts until the source's route, mappings included, is in force here and the event was
+    /// delivered (a route published before its mapping answers 200 "ignored"). Returns how
+    /// many posts the source answered 200, since ignored ones count as received too.
+    pub async fn post_until_delivered(&self, url: &str, body: &Value) -> usize {
+        let mut answered = 0;
+        super::eventually(15, "an event delivered through the route", || {
+            let (code, reply) = self.post(url, body);
+            answered += usize::from(code == 200);
+            (code == 200 && reply["status"] == "delivered").then_some(())
+        })
+        .await;
+        answered
+    }
+
     pub fn delivered(&self) -> Vec<Value> {
         let bytes = std::fs::read(&self.events)
             .unwrap_or_else(|e| panic!("reading the sink output {}: {e}", self.events.display()));
