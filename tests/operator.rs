@@ -176,6 +176,15 @@ where
     api.create(&PostParams::default(), &obj).await.unwrap();
 }
 
+/// The source's Ready condition carries this reason (whatever its status).
+fn ready_reason_is(source: &WebhookSource, reason: &str) -> bool {
+    source.status.as_ref().is_some_and(|st| {
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == reason)
+    })
+}
+
 fn parse_route(secret: &Secret) -> Route {
     serde_json::from_slice(&secret.data.as_ref().unwrap()[ROUTE_KEY].0).unwrap()
 }
@@ -338,13 +347,7 @@ spec:
         "byo",
         30,
         "missing secret reported",
-        |s: &WebhookSource| {
-            s.status.as_ref().is_some_and(|st| {
-                st.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.reason == "TokenSecretNotFound")
-            })
-        },
+        |s: &WebhookSource| ready_reason_is(s, "TokenSecretNotFound"),
     )
     .await;
     assert!(waiting.status.unwrap().url.is_none());
@@ -876,13 +879,7 @@ spec:
         "to-http",
         30,
         "missing sink Secret reported",
-        |s: &WebhookSource| {
-            s.status.as_ref().is_some_and(|st| {
-                st.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.reason == "SinkSecretNotFound")
-            })
-        },
+        |s: &WebhookSource| ready_reason_is(s, "SinkSecretNotFound"),
     )
     .await;
     assert!(
