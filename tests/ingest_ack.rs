@@ -630,6 +630,31 @@ async fn readyz_waits_for_the_first_route_set() {
 }
 
 #[tokio::test]
+async fn before_the_first_route_set_every_token_gets_a_retryable_503_not_404() {
+    let table = Arc::new(RouteTable::new(
+        Sinks::single(Arc::new(WriterSink::new(
+            "stdout",
+            Box::new(Captured::default()),
+        ))),
+        Arc::new(Metrics::new()),
+    ));
+    let ingest = Arc::new(Ingest::new(table.clone(), IngestConfig::default()));
+    let (addr, _) = bind_ingest(
+        "127.0.0.1:0".parse().unwrap(),
+        ingest,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let reply = post_json(addr, &path(), &invoice("in_early")).await;
+    assert_error(&reply, 503, "not_ready");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    table.replace(vec![]);
+    let reply = post_json(addr, &path(), &invoice("in_early")).await;
+    assert_error(&reply, 404, "not_found");
+}
+
+#[tokio::test]
 async fn get_on_a_webhook_url_is_405() {
     let h = start(vec![route("shop", TOKEN)]).await;
     let reply = get(h.ingest, &path()).await;

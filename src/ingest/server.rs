@@ -134,6 +134,19 @@ impl Ingest {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
+        // Before the first full route set (a fresh start, a restart after a crash, an API
+        // server that is not answering) a token not found may be one not loaded yet: 404 would
+        // tell the sender to give up on an event that is retryable, so answer like an outage.
+        if !self.table.is_loaded() {
+            return with_retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "the ingest has not loaded its routes yet; retry shortly",
+                ),
+                1,
+            );
+        }
         // Malformed tokens (wrong length, odd characters, extra segments) are hashed and
         // looked up like any other, so they get the same answer in the same time.
         let hash = token::digest(presented.as_bytes());
