@@ -58,6 +58,10 @@ pub enum Command {
     /// A paced load client: fixed request rate, latency percentiles from the scheduled send time.
     #[command(hide = true)]
     BenchLoad(crate::ingest::bare::LoadArgs),
+    /// The no-loss ledger: recording senders, a recording receiver, reconciliation
+    /// (scripts/ledger).
+    #[command(hide = true)]
+    BenchLedger(crate::ingest::ledger::LedgerArgs),
     /// Propose a Mapping (YAML, ready to apply) from a sample payload or a source's learned
     /// shape.
     Suggest(crate::suggest::SuggestArgs),
@@ -118,6 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Suggest(args) => crate::suggest::run(&args),
         Command::BenchLoad(args) => crate::ingest::bare::load(args),
+        Command::BenchLedger(args) => crate::ingest::ledger::run(args),
         Command::BenchServer { listen } => {
             tokio_runtime()?.block_on(crate::ingest::bare::run(listen))
         }

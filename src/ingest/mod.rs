@@ -30,6 +30,7 @@
 pub mod admin;
 pub mod bare;
 pub mod cluster;
+pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod server;
