@@ -57,20 +57,50 @@ pub struct SinkSecrets {
     /// `http.headersSecretRef`: each key of the Secret a request header.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, String>,
-    /// `nats.credentialsSecretRef`: the contents of a NATS credentials file.
+    /// `nats.credentialsSecretRef`: how the NATS sink authenticates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nats_credentials: Option<String>,
+    pub nats: Option<NatsAuth>,
 }
 
 impl fmt::Debug for SinkSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SinkSecrets")
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field(
-                "nats_credentials",
-                &self.nats_credentials.as_ref().map(|_| "<redacted>"),
-            )
+            .field("nats", &self.nats)
             .finish()
+    }
+}
+
+/// One way of authenticating to a NATS server, read from the keys of the Secret that
+/// `nats.credentialsSecretRef` names.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum NatsAuth {
+    /// A credentials file (user JWT and NKey seed), key `creds`.
+    Creds(String),
+    /// An NKey seed (`SU...`), key `nkey`.
+    Nkey(String),
+    /// Key `token`.
+    Token(String),
+    /// Keys `user` and `password`.
+    UserPassword { user: String, password: String },
+}
+
+impl NatsAuth {
+    /// The kind, for logs and messages: never the value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NatsAuth::Creds(_) => "credentials file",
+            NatsAuth::Nkey(_) => "nkey",
+            NatsAuth::Token(_) => "token",
+            NatsAuth::UserPassword { .. } => "user and password",
+        }
+    }
+}
+
+impl fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NatsAuth({} <redacted>)", self.kind())
     }
 }
 
@@ -180,8 +210,22 @@ mod tests {
             sha256: token_sha256_hex("tok"),
             expires_at: None,
         };
-        let printed = format!("{sig:?} {hash:?}");
-        assert!(!printed.contains("very-secret-signing-key"), "{printed}");
+        let sink = SinkSecrets {
+            headers: [("Authorization".into(), "Bearer header-secret".into())].into(),
+            nats: Some(NatsAuth::UserPassword {
+                user: "nats-user-name".into(),
+                password: "nats-password".into(),
+            }),
+        };
+        let printed = format!("{sig:?} {hash:?} {sink:?}");
+        for secret in [
+            "very-secret-signing-key",
+            "header-secret",
+            "nats-user-name",
+            "nats-password",
+        ] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
         assert!(!printed.contains(&hash.sha256), "{printed}");
     }
 }

@@ -240,6 +240,54 @@ fn cases() -> Vec<Case> {
             merge: json!({"spec": {"sink": {"http": null, "nats": {"url": "nats://nats:4222", "subject": ""}}}}),
             message: "sink.nats.subject must not be empty",
         },
+        Case {
+            name: "previous-secret-without-expiry",
+            valid: VALID_SOURCE,
+            merge: json!({"spec": {"signature": {"previousSecretRef": {"name": "old"}}}}),
+            message: "signature.previousSecretRef and signature.previousSecretExpiresAt go together",
+        },
+        Case {
+            name: "previous-secret-expiry-not-rfc3339",
+            valid: VALID_SOURCE,
+            merge: json!({"spec": {"signature": {"previousSecretRef": {"name": "old"}, "previousSecretExpiresAt": "next tuesday"}}}),
+            message: "signature.previousSecretExpiresAt must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
+        },
+        Case {
+            name: "previous-secret-is-the-current-one",
+            valid: VALID_SOURCE,
+            merge: json!({"spec": {"signature": {"previousSecretRef": {"name": "s", "key": "k"}, "previousSecretExpiresAt": "2026-12-01T00:00:00Z"}}}),
+            message: "signature.previousSecretRef must name another Secret or key than signature.secretRef",
+        },
+        Case {
+            name: "http-sink-url-and-service",
+            valid: VALID_SOURCE,
+            merge: json!({"spec": {"sink": {"http": {"serviceRef": {"name": "broker"}}}}}),
+            message: "sink.http sets exactly one of url or serviceRef",
+        },
+        Case {
+            name: "http-sink-neither-url-nor-service",
+            valid: VALID_SOURCE,
+            merge: json!({"spec": {"sink": {"http": {"url": null}}}}),
+            message: "sink.http sets exactly one of url or serviceRef",
+        },
+        Case {
+            name: "service-ref-empty-name",
+            valid: VALID_SOURCE,
+            merge: json!({"spec": {"sink": {"http": {"url": null, "serviceRef": {"name": ""}}}}}),
+            message: "sink.http.serviceRef.name must name a Service",
+        },
+        Case {
+            name: "service-ref-bad-port",
+            valid: VALID_SOURCE,
+            merge: json!({"spec": {"sink": {"http": {"url": null, "serviceRef": {"name": "broker", "port": 70000}}}}}),
+            message: "sink.http.serviceRef.port must be a port number from 1 to 65535",
+        },
+        Case {
+            name: "service-ref-relative-path",
+            valid: VALID_SOURCE,
+            merge: json!({"spec": {"sink": {"http": {"url": null, "serviceRef": {"name": "broker", "path": "events"}}}}}),
+            message: "sink.http.serviceRef.path must start with /",
+        },
     ]
 }
 

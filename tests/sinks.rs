@@ -21,7 +21,7 @@ use hookgate::api::webhook_source::{
     CloudEventsMode, HttpSink as HttpSinkSpec, NatsSink as NatsSinkSpec, Sink as SinkSpec,
 };
 use hookgate::ingest::{Ingest, IngestConfig, Metrics, RouteTable, Sinks, bind_ingest};
-use hookgate::route::{Route, RouteMapping, TokenHash, token_sha256_hex};
+use hookgate::route::{NatsAuth, Route, RouteMapping, TokenHash, token_sha256_hex};
 use hookgate::sink::WriterSink;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
@@ -226,10 +226,10 @@ async fn receiver(addr: SocketAddr, log: Log) -> (SocketAddr, tokio::task::JoinH
 fn http_sink(addr: SocketAddr, mode: CloudEventsMode) -> SinkSpec {
     SinkSpec {
         http: Some(HttpSinkSpec {
-            url: format!("http://{addr}/events"),
+            url: Some(format!("http://{addr}/events")),
             mode,
             timeout: Some("1s".into()),
-            headers_secret_ref: None,
+            ..HttpSinkSpec::default()
         }),
         ..SinkSpec::default()
     }
@@ -255,7 +255,7 @@ async fn http_binary_mode_sends_ce_headers_and_the_data_as_body() {
             "Bearer collector-token".to_owned(),
         )]
         .into(),
-        nats_credentials: None,
+        nats: None,
     });
     let ingest = ingest(with_headers).await;
 
@@ -398,15 +398,45 @@ fn nats_server_binary() -> PathBuf {
         )
 }
 
+/// How the tests' own client logs in to an auth-enabled server.
+#[derive(Clone)]
+enum Admin {
+    Anonymous,
+    UserPassword(String, String),
+    Token(String),
+}
+
+impl Admin {
+    async fn connect(&self, url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let options = match self {
+            Admin::Anonymous => async_nats::ConnectOptions::new(),
+            Admin::UserPassword(u, p) => {
+                async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
+            }
+            Admin::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+        };
+        options.connect(url).await
+    }
+}
+
 struct Nats {
     child: tokio::process::Child,
     port: u16,
     store: PathBuf,
+    /// `authorization { ... }` of the server's config file; empty for none.
+    authorization: String,
+    admin: Admin,
 }
 
 impl Nats {
     /// A fresh server on a free loopback port with its own store directory.
     async fn start() -> Self {
+        Self::start_with_auth("", Admin::Anonymous).await
+    }
+
+    /// A server that requires authentication: `authorization` is the body of its config
+    /// file's `authorization` block, `admin` how the test itself logs in.
+    async fn start_with_auth(authorization: &str, admin: Admin) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -421,14 +451,35 @@ impl Nats {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         ));
-        let child = Self::spawn(port, &store).await;
-        Self { child, port, store }
+        let child = Self::spawn(port, &store, authorization, &admin).await;
+        Self {
+            child,
+            port,
+            store,
+            authorization: authorization.to_owned(),
+            admin,
+        }
     }
 
-    async fn spawn(port: u16, store: &PathBuf) -> tokio::process::Child {
+    async fn spawn(
+        port: u16,
+        store: &std::path::Path,
+        authorization: &str,
+        admin: &Admin,
+    ) -> tokio::process::Child {
+        std::fs::create_dir_all(store).unwrap();
+        let config = store.join("nats.conf");
+        let mut text = format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {:?} }}\n",
+            store.join("js")
+        );
+        if !authorization.is_empty() {
+            text.push_str(&format!("authorization {{\n{authorization}\n}}\n"));
+        }
+        std::fs::write(&config, text).unwrap();
         let child = tokio::process::Command::new(nats_server_binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
+            .arg("-c")
+            .arg(&config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -440,9 +491,9 @@ impl Nats {
             "nats-server with JetStream",
             Duration::from_secs(30),
             || {
-                let url = url.clone();
+                let (url, admin) = (url.clone(), admin.clone());
                 async move {
-                    let client = async_nats::connect(&url).await.ok()?;
+                    let client = admin.connect(&url).await.ok()?;
                     // The JetStream API's account info, raw (async-nats' typed reply expects
                     // fields a 2.9 server does not send): any reply means it is serving.
                     client
@@ -467,11 +518,11 @@ impl Nats {
 
     /// The same port and store: what a restarted broker looks like to its clients.
     async fn restart(&mut self) {
-        self.child = Self::spawn(self.port, &self.store).await;
+        self.child = Self::spawn(self.port, &self.store, &self.authorization, &self.admin).await;
     }
 
     async fn jetstream(&self) -> async_nats::jetstream::Context {
-        async_nats::jetstream::new(async_nats::connect(self.url()).await.unwrap())
+        async_nats::jetstream::new(self.admin.connect(&self.url()).await.unwrap())
     }
 
     async fn create_stream(&self, name: &str, subject: &str) {
@@ -599,4 +650,182 @@ async fn nats_server_stopped_mid_run_gives_503_and_loses_no_acknowledged_event()
         missing.is_empty(),
         "acknowledged but not in the stream: {missing:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS with authentication
+
+/// Everything this test binary logs (hookgate and async-nats at TRACE, the most a person could
+/// turn on), so a test can prove a credential never reached the logs.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        #[derive(Clone)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let writer = Capture(logs.clone());
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "async_nats=trace,hookgate=trace",
+            ))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    })
+    .clone()
+}
+
+fn logs_text(logs: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&logs.lock().unwrap()).into_owned()
+}
+
+fn nats_route(url: String, auth: Option<NatsAuth>) -> Route {
+    let mut r = route(nats_sink(url, Some("EVENTS")), 3600);
+    r.sink_secrets = auth.map(|auth| hookgate::route::SinkSecrets {
+        headers: Default::default(),
+        nats: Some(auth),
+    });
+    r
+}
+
+/// The NKey pair of the NATS documentation's examples (a test fixture, not a credential of
+/// anything): the server lists the public key, the client signs the server's nonce with the seed.
+const NKEY_PUBLIC: &str = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4";
+const NKEY_SEED: &str = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY";
+
+/// Right credentials: 200 only after the PubAck, so the event is already in the stream.
+async fn assert_delivered(nats: &Nats, auth: NatsAuth, id: &str) {
+    let what = auth.kind();
+    let ingest = ingest(nats_route(nats.url(), Some(auth))).await;
+    let reply = send(ingest, id).await;
+    assert_eq!(reply.status, 200, "{what}: {}", reply.text);
+    assert_eq!(
+        reply.json()["status"],
+        "delivered",
+        "{what}: {}",
+        reply.text
+    );
+    let stored: Vec<String> = nats
+        .messages("EVENTS")
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        stored.iter().any(|s| s == id),
+        "{what}: {id} not in {stored:?}"
+    );
+}
+
+/// Wrong credentials: a retryable 503 that says the server refused them, and nothing stored.
+/// Returns the error body for the caller's leak checks.
+async fn assert_refused(nats: &Nats, auth: NatsAuth, id: &str) -> String {
+    let what = auth.kind();
+    let ingest = ingest(nats_route(nats.url(), Some(auth))).await;
+    let reply = send(ingest, id).await;
+    assert_eq!(reply.status, 503, "{what}: {}", reply.text);
+    assert!(
+        reply.header("retry-after").is_some(),
+        "{what}: no Retry-After on {}",
+        reply.text
+    );
+    assert!(
+        reply.text.contains("authorization violation"),
+        "{what}: the 503 should say the server refused the credentials: {}",
+        reply.text
+    );
+    let stored = nats.messages("EVENTS").await;
+    assert!(
+        stored.iter().all(|(s, _)| s != id),
+        "{what}: refused yet stored"
+    );
+    reply.text
+}
+
+#[tokio::test]
+async fn nats_with_user_password_or_nkey_delivers_and_wrong_credentials_get_503_without_leaking() {
+    let logs = captured_logs();
+    let password = "pw-9f2c41d7e0b3a856";
+    let wrong_password = "pw-wrong-5e8a1c3b7d90";
+    let nats = Nats::start_with_auth(
+        &format!(
+            r#"users = [
+  {{user: "hookgate", password: "{password}"}}
+  {{user: "admin", password: "admin-pw"}}
+  {{nkey: "{NKEY_PUBLIC}"}}
+]"#
+        ),
+        Admin::UserPassword("admin".into(), "admin-pw".into()),
+    )
+    .await;
+    nats.create_stream("EVENTS", "hookgate.events").await;
+
+    assert_delivered(
+        &nats,
+        NatsAuth::UserPassword {
+            user: "hookgate".into(),
+            password: password.into(),
+        },
+        "evt_auth_user",
+    )
+    .await;
+    assert_delivered(&nats, NatsAuth::Nkey(NKEY_SEED.into()), "evt_auth_nkey").await;
+
+    let mut bodies = vec![
+        assert_refused(
+            &nats,
+            NatsAuth::UserPassword {
+                user: "hookgate".into(),
+                password: wrong_password.into(),
+            },
+            "evt_auth_bad_pw",
+        )
+        .await,
+    ];
+    // Anonymous against a server that requires a login is refused the same way.
+    let anonymous = ingest(nats_route(nats.url(), None)).await;
+    let reply = send(anonymous, "evt_auth_anon").await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    bodies.push(reply.text);
+
+    let logs = logs_text(&logs);
+    assert!(
+        logs.contains("authorization violation"),
+        "the refusals should be logged (without credentials)"
+    );
+    for secret in [password, wrong_password, NKEY_SEED] {
+        assert!(!logs.contains(secret), "a NATS credential reached the logs");
+        for body in &bodies {
+            assert!(!body.contains(secret), "a NATS credential in a 503: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn nats_with_a_token_delivers_and_a_wrong_token_gets_503_without_leaking() {
+    let logs = captured_logs();
+    let token = "tok-3b7e19c5a2d8f064";
+    let wrong = "tok-wrong-0a9d5e2c7b41";
+    let nats =
+        Nats::start_with_auth(&format!(r#"token: "{token}""#), Admin::Token(token.into())).await;
+    nats.create_stream("EVENTS", "hookgate.events").await;
+
+    assert_delivered(&nats, NatsAuth::Token(token.into()), "evt_auth_token").await;
+    let body = assert_refused(&nats, NatsAuth::Token(wrong.into()), "evt_auth_bad_token").await;
+
+    let logs = logs_text(&logs);
+    for secret in [token, wrong] {
+        assert!(!logs.contains(secret), "a NATS token reached the logs");
+        assert!(!body.contains(secret), "a NATS token in a 503: {body}");
+    }
 }

@@ -21,6 +21,9 @@ pub const VERSION: &str = "v1alpha1";
 pub(crate) const DURATION_PATTERN: &str =
     "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')";
 
+/// CEL rule accepting an RFC 3339 time (`2026-12-01T00:00:00Z`, `2026-12-01T01:00:00.5+01:00`).
+pub(crate) const RFC3339_PATTERN: &str = "self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$')";
+
 /// Parses a Go-style duration (`500ms`, `30s`, `1h30m`), the form the CRDs and flags use.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     text.parse::<kube::core::Duration>()

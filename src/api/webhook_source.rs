@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DURATION_PATTERN, SecretKeyRef};
+use super::{DURATION_PATTERN, RFC3339_PATTERN, SecretKeyRef};
 
 /// The annotation whose value, when changed, makes the operator generate a new token.
 pub const ROTATE_TOKEN_ANNOTATION: &str = "hookgate.dev/rotate-token";
@@ -136,6 +136,12 @@ pub enum SignatureEncoding {
     .message("signature.secretRef is required: name the Secret (and key) that holds the signing secret"))]
 #[x_kube(validation = Rule::new("self.type != 'hmac' || has(self.header)")
     .message("signature.header is required for type hmac: name the header that carries the signature"))]
+#[x_kube(validation = Rule::new("has(self.previousSecretRef) == has(self.previousSecretExpiresAt)")
+    .message("signature.previousSecretRef and signature.previousSecretExpiresAt go together: the previous signing secret is accepted until that time"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.previousSecretRef) || !has(self.secretRef) || self.previousSecretRef.name != self.secretRef.name || (has(self.previousSecretRef.key) ? self.previousSecretRef.key : 'secret') != (has(self.secretRef.key) ? self.secretRef.key : 'secret')"
+)
+    .message("signature.previousSecretRef must name another Secret or key than signature.secretRef"))]
 pub struct Signature {
     #[serde(rename = "type")]
     pub scheme: SignatureScheme,
@@ -143,6 +149,20 @@ pub struct Signature {
     /// The Secret holding the signing secret; the key defaults to `secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+
+    /// During a signing-secret rotation: the Secret holding the secret being replaced (the key
+    /// defaults to `secret`). It is accepted alongside `secretRef` until
+    /// `previousSecretExpiresAt`, then dropped by the operator without any further change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_ref: Option<SecretKeyRef>,
+
+    /// When the previous signing secret stops being accepted, as an RFC 3339 time
+    /// (`2026-12-01T00:00:00Z`). An absolute time, so the window is the same whenever and
+    /// however often the manifest is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(RFC3339_PATTERN)
+        .message("signature.previousSecretExpiresAt must be an RFC 3339 time such as 2026-12-01T00:00:00Z"))]
+    pub previous_secret_expires_at: Option<String>,
 
     /// Accepted clock difference for timestamped schemes (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,10 +269,18 @@ pub enum CloudEventsMode {
 /// CloudEvents 1.0 over HTTP (Knative brokers, Argo Events, any collector).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.serviceRef)")
+    .message("sink.http sets exactly one of url or serviceRef"))]
 pub struct HttpSink {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
         .message("sink.http.url must start with http:// or https://"))]
-    pub url: String,
+    pub url: Option<String>,
+    /// A Service in the cluster instead of a URL; the operator resolves it to
+    /// `http://<name>.<namespace>.svc.<cluster domain>:<port><path>` and reports a missing
+    /// Service or port on the source's `SinkReady` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_ref: Option<ServiceRef>,
     #[serde(default)]
     pub mode: CloudEventsMode,
     /// Per-attempt timeout (default 5s).
@@ -263,6 +291,27 @@ pub struct HttpSink {
     /// Extra request headers, from a Secret (each key a header name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A Service receiving CloudEvents over plain HTTP inside the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRef {
+    #[x_kube(validation = Rule::new("self != ''").message("sink.http.serviceRef.name must name a Service"))]
+    pub name: String,
+    /// Defaults to the source's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// One of the Service's ports (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535")
+        .message("sink.http.serviceRef.port must be a port number from 1 to 65535"))]
+    pub port: Option<i32>,
+    /// The request path (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')")
+        .message("sink.http.serviceRef.path must start with /"))]
+    pub path: Option<String>,
 }
 
 /// NATS JetStream publish, acknowledged by PubAck; `Nats-Msg-Id` is the event id.
@@ -276,7 +325,9 @@ pub struct NatsSink {
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
-    /// A Secret with a NATS credentials file under the given key.
+    /// A Secret with the NATS credentials, by key: `creds` (a credentials file: user JWT and
+    /// NKey seed), `nkey` (an NKey seed), `token`, or `user` and `password`; exactly one kind.
+    /// `key` names the credentials-file key when it is not `creds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
 }
@@ -372,6 +423,11 @@ pub struct WebhookSourceStatus {
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_rotated_at: Option<Time>,
+
+    /// While a signing-secret rotation window is open: when the previous signing secret
+    /// (`signature.previousSecretRef`) stops being accepted. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_signing_secret_expires_at: Option<Time>,
 
     /// Names of the Mappings attached to this source.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

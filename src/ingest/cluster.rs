@@ -95,7 +95,7 @@ pub fn default_sink(text: &str) -> anyhow::Result<Option<crate::api::webhook_sou
     if text.starts_with("http://") || text.starts_with("https://") {
         return Ok(Some(Sink {
             http: Some(HttpSink {
-                url: text.to_owned(),
+                url: Some(text.to_owned()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -177,7 +177,10 @@ mod tests {
         let http = default_sink("https://broker.example/ns/default")
             .unwrap()
             .unwrap();
-        assert_eq!(http.http.unwrap().url, "https://broker.example/ns/default");
+        assert_eq!(
+            http.http.unwrap().url.as_deref(),
+            Some("https://broker.example/ns/default")
+        );
         let nats = default_sink("nats://nats.hookgate:4222/events.in")
             .unwrap()
             .unwrap()

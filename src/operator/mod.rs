@@ -9,6 +9,8 @@ pub mod conditions;
 pub mod ingest;
 pub mod mapping;
 pub mod metrics;
+pub mod signing;
+pub mod sink;
 pub mod source;
 pub mod token;
 
@@ -62,10 +64,15 @@ pub struct OperatorArgs {
     #[arg(long, default_value = "0.0.0.0:8081")]
     pub metrics_listen: SocketAddr,
 
-    /// How often a source is re-read when its token or signing secret is a Secret the operator
-    /// does not own (watching every Secret would need far broader RBAC).
+    /// How often a source is re-read when its token, signing secret, sink Secret or sink
+    /// Service is an object the operator does not own (watching every Secret and Service would
+    /// need far broader RBAC).
     #[arg(long, default_value = "30s", value_parser = crate::api::parse_duration)]
     pub secret_resync: Duration,
+
+    /// The cluster's DNS domain, for the URLs `sink.http.serviceRef` resolves to.
+    #[arg(long, env = "HOOKGATE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 
     /// Seconds a leader's Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
@@ -127,6 +134,8 @@ pub enum Error {
     CreateSecret(#[source] kube::Error),
     #[error("updating the token Secret: {0}")]
     ReplaceSecret(#[source] kube::Error),
+    #[error("reading the sink's Service: {0}")]
+    GetService(#[source] kube::Error),
     #[error("listing Mappings: {0}")]
     ListMappings(#[source] kube::Error),
     #[error("reading the WebhookSource: {0}")]
@@ -153,7 +162,10 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::MissingNamespace | Error::InvalidObject(_) => "invalid",
-            Error::GetSecret(_) | Error::ListMappings(_) | Error::GetSource(_) => "read",
+            Error::GetSecret(_)
+            | Error::GetService(_)
+            | Error::ListMappings(_)
+            | Error::GetSource(_) => "read",
             Error::CreateSecret(_) | Error::ReplaceSecret(_) => "token",
             Error::PublishRoute(_) | Error::DeleteRoute(_) => "route",
             Error::PatchStatus(_) => "status",

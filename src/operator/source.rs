@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::conditions::{self, Verdict};
 use super::token::{self, StoredToken, Token};
 use super::{Context, Error, FIELD_MANAGER, FINALIZER};
+use super::{signing, sink};
 use crate::api::conditions::READY;
 use crate::api::mapping::Mapping;
 use crate::api::webhook_source::{
@@ -33,11 +34,14 @@ use crate::route::{
     ROUTE_KEY, ROUTE_LABEL, RateLimit, Route, RouteMapping, RouteSignature, TokenHash,
 };
 
+/// Event reasons of a signing-secret rotation window.
+pub const SIGNING_WINDOW_OPENED: &str = "PreviousSigningSecretAccepted";
+pub const SIGNING_WINDOW_CLOSED: &str = "PreviousSigningSecretDropped";
+
 pub const TOKEN_READY: &str = "TokenReady";
 pub const ROUTE_PUBLISHED: &str = "RoutePublished";
 
 const RESYNC: Duration = Duration::from_secs(600);
-const DEFAULT_TOLERANCE: u64 = 300;
 const DEFAULT_DEDUP_WINDOW: u64 = 3600;
 
 pub fn token_secret_name(source: &str) -> String {
@@ -89,8 +93,8 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
         None => generated_token(source, &ns, &name, now, ctx).await?,
     };
 
-    let (signature, signature_verdict) = signing_secrets(source, &ns, ctx).await?;
-    let (sink_secrets, sink_verdict) = sink_secrets(source, &ns, ctx).await?;
+    let signing = signing::resolve(source, &ns, now, ctx).await?;
+    let sink = sink::resolve(source, &ns, ctx).await?;
 
     // Mappings attached to this source; only those that compile make it into the route, the
     // others report their error on their own status.
@@ -116,18 +120,29 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
         .collect();
 
     let mut verdicts = vec![tokens.verdict.clone()];
-    if let Some(v) = &signature_verdict {
+    if let Some(v) = &signing.verdict {
         verdicts.push(v.clone());
     }
-    // A sink Secret that is missing does not withdraw the route: deliveries fail with a
+    // A sink that cannot be resolved does not withdraw the route: deliveries fail with a
     // retryable 503 (and say why in status) instead of senders getting 404.
-    if let Some(v) = &sink_verdict {
+    if let Some(v) = &sink.verdict {
         verdicts.push(v.clone());
     }
-    let route_ready = tokens.current.is_some() && signature_verdict.as_ref().is_none_or(|v| v.ok);
+    // A problem with only the previous signing secret leaves the current one serving.
+    let route_ready =
+        tokens.current.is_some() && (source.spec.signature.is_none() || signing.route.is_some());
     if route_ready {
-        let mut route = build_route(source, &ns, &name, &tokens, signature, route_mappings, now);
-        route.sink_secrets = sink_secrets;
+        let mut route = build_route(
+            source,
+            &ns,
+            &name,
+            &tokens,
+            signing.route.clone(),
+            route_mappings,
+            now,
+        );
+        route.sink = sink.spec.clone();
+        route.sink_secrets = sink.secrets.clone();
         publish_route(&route, ctx).await?;
         verdicts.push(Verdict::ok(
             ROUTE_PUBLISHED,
@@ -173,6 +188,10 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
             .and_then(|s| s.parse::<Timestamp>().ok())
             .map(Time),
         mappings: attached.iter().map(|m| m.name_any()).collect(),
+        previous_signing_secret_expires_at: signing
+            .previous_until
+            .filter(|_| route_ready)
+            .map(Time),
         ..Default::default()
     };
     let unchanged = existing.observed_generation == status.observed_generation
@@ -180,10 +199,19 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
         && existing.url == status.url
         && existing.token_secret_name == status.token_secret_name
         && existing.token_rotated_at == status.token_rotated_at
-        && existing.mappings == status.mappings;
+        && existing.mappings == status.mappings
+        && existing.previous_signing_secret_expires_at == status.previous_signing_secret_expires_at;
     if !unchanged {
         patch_status(&ns, &name, &status, ctx).await?;
     }
+    report_signing_window(
+        source,
+        existing.previous_signing_secret_expires_at.as_ref(),
+        status.previous_signing_secret_expires_at.as_ref(),
+        now,
+        ctx,
+    )
+    .await;
 
     let was_ready = conditions::is_true(&existing.conditions, READY);
     if was_ready != Some(ready.ok) {
@@ -206,11 +234,11 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
     let mut next = RESYNC;
     if source.spec.token_secret_ref.is_some()
         || source.spec.signature.is_some()
-        || sink_verdict.is_some()
+        || sink.reads_external
     {
         next = next.min(ctx.args.secret_resync);
     }
-    if let Some(r) = tokens.requeue {
+    for r in [tokens.requeue, signing.requeue].into_iter().flatten() {
         next = next.min(r);
     }
     Ok(Action::requeue(next))
@@ -483,142 +511,36 @@ pub fn parse_duration_secs(text: &str) -> Option<u64> {
     crate::api::parse_duration(text).ok().map(|d| d.as_secs())
 }
 
-async fn signing_secrets(
+/// An Event when the previous signing secret starts or stops being accepted. The status field
+/// is the memory (it survives restarts and leader changes), so each edge is reported once.
+async fn report_signing_window(
     source: &WebhookSource,
-    ns: &str,
+    before: Option<&Time>,
+    after: Option<&Time>,
+    now: Timestamp,
     ctx: &Context,
-) -> Result<(Option<RouteSignature>, Option<Verdict>), Error> {
-    const TYPE: &str = "SignatureReady";
-    let Some(sig) = &source.spec.signature else {
-        return Ok((None, None));
-    };
-    let Some(reference) = &sig.secret_ref else {
-        // The CRD's CEL rule refuses this; an object stored before the rule existed lands here.
-        return Ok((
-            None,
-            Some(Verdict::fail(
-                TYPE,
-                "SignatureSecretMissing",
-                "signature.secretRef is required",
-            )),
-        ));
-    };
-    let key = reference.key.as_deref().unwrap_or("secret");
-    let found = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&reference.name)
-        .await
-        .map_err(Error::GetSecret)?;
-    let value = found
-        .as_ref()
-        .and_then(|s| token::secret_value(s, key))
-        .and_then(|v| String::from_utf8(v).ok())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty());
-    let Some(secret) = value else {
-        let message = if found.is_none() {
+) {
+    let (reason, note) = match (before, after) {
+        (None, Some(until)) => (
+            SIGNING_WINDOW_OPENED,
+            format!("the previous signing secret is also accepted until {}", until.0),
+        ),
+        (Some(until), None) if until.0 <= now => (
+            SIGNING_WINDOW_CLOSED,
             format!(
-                "signature.secretRef: Secret {} not found in namespace {ns}",
-                reference.name
-            )
-        } else {
-            format!(
-                "signature.secretRef: Secret {} has no non-empty key {key}",
-                reference.name
-            )
-        };
-        return Ok((
-            None,
-            Some(Verdict::fail(TYPE, "SignatureSecretNotFound", message)),
-        ));
+                "the rotation window ended at {}: the previous signing secret is no longer accepted",
+                until.0
+            ),
+        ),
+        (Some(_), None) => (
+            SIGNING_WINDOW_CLOSED,
+            "the previous signing secret is no longer accepted (signature.previousSecretRef changed or is unavailable)".to_owned(),
+        ),
+        _ => return,
     };
-    let route_sig = RouteSignature {
-        scheme: sig.scheme,
-        secrets: vec![secret],
-        tolerance_seconds: sig
-            .tolerance
-            .as_deref()
-            .and_then(parse_duration_secs)
-            .unwrap_or(DEFAULT_TOLERANCE),
-        header: sig.header.clone(),
-        algorithm: sig.algorithm,
-        encoding: sig.encoding,
-        prefix: sig.prefix.clone(),
-    };
-    Ok((
-        Some(route_sig),
-        Some(Verdict::ok(
-            TYPE,
-            "SecretFound",
-            format!("signing secret from Secret {}", reference.name),
-        )),
-    ))
-}
-
-/// Reads the Secrets the sink names (HTTP headers, NATS credentials) for the route.
-async fn sink_secrets(
-    source: &WebhookSource,
-    ns: &str,
-    ctx: &Context,
-) -> Result<(Option<crate::route::SinkSecrets>, Option<Verdict>), Error> {
-    const TYPE: &str = "SinkReady";
-    let Some(sink) = &source.spec.sink else {
-        return Ok((None, None));
-    };
-    let reference = match (&sink.http, &sink.nats) {
-        (Some(h), _) => h.headers_secret_ref.as_ref(),
-        (_, Some(n)) => n.credentials_secret_ref.as_ref(),
-        _ => None,
-    };
-    let Some(reference) = reference else {
-        return Ok((None, None));
-    };
-    let found = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&reference.name)
-        .await
-        .map_err(Error::GetSecret)?;
-    let Some(secret) = found else {
-        let message = format!(
-            "sink: Secret {} not found in namespace {ns}",
-            reference.name
-        );
-        return Ok((
-            None,
-            Some(Verdict::fail(TYPE, "SinkSecretNotFound", message)),
-        ));
-    };
-    let mut secrets = crate::route::SinkSecrets::default();
-    if sink.http.is_some() {
-        // Every key of the Secret is a header (e.g. `Authorization`).
-        let mut keys: Vec<String> = secret.data.iter().flat_map(|d| d.keys().cloned()).collect();
-        keys.extend(secret.string_data.iter().flat_map(|d| d.keys().cloned()));
-        for key in keys {
-            if let Some(value) =
-                token::secret_value(&secret, &key).and_then(|v| String::from_utf8(v).ok())
-            {
-                secrets.headers.insert(key, value.trim().to_owned());
-            }
-        }
-    } else {
-        let key = reference.key.as_deref().unwrap_or("creds");
-        match token::secret_value(&secret, key).and_then(|v| String::from_utf8(v).ok()) {
-            Some(creds) => secrets.nats_credentials = Some(creds),
-            None => {
-                let message = format!("sink: Secret {} has no key {key}", reference.name);
-                return Ok((
-                    None,
-                    Some(Verdict::fail(TYPE, "SinkSecretKeyMissing", message)),
-                ));
-            }
-        }
-    }
-    Ok((
-        Some(secrets),
-        Some(Verdict::ok(
-            TYPE,
-            "SecretFound",
-            format!("sink settings from Secret {}", reference.name),
-        )),
-    ))
+    ctx.publish(source, EventType::Normal, reason, "Signature", Some(note))
+        .await;
+    info!(namespace = %source.namespace().unwrap_or_default(), name = %source.name_any(), reason, "signing-secret rotation window");
 }
 
 fn build_route(

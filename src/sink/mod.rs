@@ -125,7 +125,15 @@ pub fn for_spec(spec: &SinkSpec, secrets: Option<&crate::route::SinkSecrets>) ->
 
 fn build(spec: &SinkSpec, secrets: Option<&crate::route::SinkSecrets>) -> Arc<dyn Sink> {
     if let Some(h) = &spec.http {
-        let mut config = http::HttpSinkConfig::new(&h.url, h.mode);
+        // The operator resolves `serviceRef` into `url` in the route it publishes; a spec
+        // that reaches a sink without a URL was not resolved (standalone mode has no cluster).
+        let Some(url) = h.url.as_deref() else {
+            return UnavailableSink::shared(
+                "http",
+                "http sink: sink.http.serviceRef is not resolved (see the source's SinkReady condition; without an operator, set url)",
+            );
+        };
+        let mut config = http::HttpSinkConfig::new(url, h.mode);
         if let Some(secrets) = secrets {
             config.headers = secrets
                 .headers
@@ -148,7 +156,7 @@ fn build(spec: &SinkSpec, secrets: Option<&crate::route::SinkSecrets>) -> Arc<dy
     if let Some(n) = &spec.nats {
         let mut config = nats::NatsSinkConfig::new(&n.url, &n.subject);
         config.stream = n.stream.clone().filter(|s| !s.is_empty());
-        config.credentials = secrets.and_then(|s| s.nats_credentials.clone());
+        config.auth = secrets.and_then(|s| s.nats.clone());
         return match nats::NatsSink::new(config) {
             Ok(sink) => Arc::new(sink),
             Err(e) => UnavailableSink::shared("nats", e.message),

@@ -13,9 +13,15 @@
 //! - Failed publishes (no stream yet, timeout, broken connection) are retried with backoff
 //!   within the budget, like the HTTP sink.
 //!
+//! - Authentication: one of a credentials file, an NKey seed, a token, or user and password
+//!   ([`NatsAuth`], from the Secret `credentialsSecretRef` names). A refused login shows in
+//!   the 503 as "the server refused the credentials" (from the client's connection events),
+//!   never with the credentials themselves.
+//!
 //! The stream is not created here: its retention, replicas and limits are the platform
 //! team's decision (`nats stream add`, NACK, or the chart of their broker).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -26,6 +32,7 @@ use tokio::time::Instant;
 
 use super::{Batch, DeliverFuture, Sink, SinkError};
 use crate::mapping::{EventSource, MappedEvent};
+use crate::route::NatsAuth;
 
 const CONCURRENCY: usize = 16;
 
@@ -34,8 +41,8 @@ pub struct NatsSinkConfig {
     pub url: String,
     pub subject: String,
     pub stream: Option<String>,
-    /// A NATS credentials file's contents (JWT and NKey seed). Never logged.
-    pub credentials: Option<String>,
+    /// How to authenticate; `None` for a server without authentication. Never logged.
+    pub auth: Option<NatsAuth>,
     /// All attempts of one batch together; below the ingest's sink timeout.
     pub budget: Duration,
     pub first_backoff: Duration,
@@ -47,10 +54,7 @@ impl std::fmt::Debug for NatsSinkConfig {
         f.debug_struct("NatsSinkConfig")
             .field("subject", &self.subject)
             .field("stream", &self.stream)
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|_| "<redacted>"),
-            )
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -61,7 +65,7 @@ impl NatsSinkConfig {
             url: url.into(),
             subject: subject.into(),
             stream: None,
-            credentials: None,
+            auth: None,
             budget: Duration::from_millis(3500),
             first_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
@@ -74,6 +78,9 @@ pub struct NatsSink {
     /// What error messages call this sink: the subject (the URL may carry a password).
     label: String,
     context: OnceCell<jetstream::Context>,
+    /// Why the connection is down, from the client's events (a fixed phrase such as
+    /// "authorization violation", never server-supplied credentials): the 503 says it.
+    connection_problem: Arc<Mutex<Option<String>>>,
 }
 
 impl NatsSink {
@@ -86,6 +93,7 @@ impl NatsSink {
             config,
             label,
             context: OnceCell::new(),
+            connection_problem: Arc::default(),
         })
     }
 
@@ -99,15 +107,35 @@ impl NatsSink {
                     .retry_on_initial_connect()
                     .max_reconnects(None)
                     .connection_timeout(Duration::from_secs(2));
-                if let Some(creds) = &self.config.credentials {
+                options = match &self.config.auth {
+                    None => options,
                     // The parse error could quote the file: say only that it is unusable.
-                    options = options.credentials(creds).map_err(|_| {
+                    Some(NatsAuth::Creds(creds)) => options.credentials(creds).map_err(|_| {
                         SinkError::new(format!(
                             "{}: the credentials are not a valid NATS credentials file",
                             self.label
                         ))
-                    })?;
-                }
+                    })?,
+                    Some(NatsAuth::Nkey(seed)) => options.nkey(seed.clone()),
+                    Some(NatsAuth::Token(token)) => options.token(token.clone()),
+                    Some(NatsAuth::UserPassword { user, password }) => {
+                        options.user_and_password(user.clone(), password.clone())
+                    }
+                };
+                let problem = self.connection_problem.clone();
+                options = options.event_callback(move |event| {
+                    let problem = problem.clone();
+                    async move {
+                        let now = match event {
+                            async_nats::Event::Connected => None,
+                            async_nats::Event::ClientError(e) => Some(e.to_string()),
+                            async_nats::Event::ServerError(e) => Some(e.to_string()),
+                            async_nats::Event::Disconnected => Some("disconnected".to_owned()),
+                            _ => return,
+                        };
+                        *problem.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                    }
+                });
                 let client = options
                     .connect(self.config.url.as_str())
                     .await
@@ -161,8 +189,15 @@ impl NatsSink {
                 Err(_) => "no PubAck in time".to_owned(),
             };
             if Instant::now() + backoff >= deadline {
+                let connection = self
+                    .connection_problem
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|p| format!(" (connection: {p})"))
+                    .unwrap_or_default();
                 return Err(SinkError::new(format!(
-                    "{}: event {} not acknowledged after {attempts} attempt(s): {reason}",
+                    "{}: event {} not acknowledged after {attempts} attempt(s): {reason}{connection}",
                     self.label, event.id
                 )));
             }
