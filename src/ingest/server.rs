@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::api::webhook_source::ErrorStage;
-use crate::mapping::{self, MappedEvent, Verdict};
+use crate::mapping::{self, BodyFormat, MappedEvent, Verdict};
 use crate::sink::Batch;
 
 use super::limits::Seen;
@@ -308,7 +308,7 @@ impl Ingest {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let body = match mapping::parse_body(content_type, &raw) {
+        let body = match parse_body(route, content_type, &raw) {
             Ok(body) => body,
             Err(e) => {
                 let message = e.to_string();
@@ -323,7 +323,6 @@ impl Ingest {
                 return refuse(outcome, Some(ErrorStage::Parse), response, &message);
             }
         };
-        status.observe(&body);
 
         let mut mapped = {
             let request = mapping::Request::new(&body, now)
@@ -505,6 +504,35 @@ impl Ingest {
             errors: &mapping_errors,
         };
         (Outcome::Delivered, answer(&body))
+    }
+}
+
+/// The body as the route's mappings need it. JSON is parsed whole only for a sample of
+/// requests, to learn the source's shape; otherwise only what the mappings read is built
+/// ([`mapping::Projection`]). A body that fails the whole parse only in fields no mapping reads
+/// (a number beyond `f64`, say) is still answered from the projection, so sampling never
+/// changes an answer.
+fn parse_body(
+    route: &LiveRoute,
+    content_type: Option<&str>,
+    raw: &[u8],
+) -> Result<serde_json::Value, mapping::BodyError> {
+    let status = &route.state.status;
+    match mapping::detect_format(content_type, raw)? {
+        BodyFormat::Form => {
+            let body = mapping::body::parse_form(raw);
+            status.observe(&body);
+            Ok(body)
+        }
+        BodyFormat::Json => {
+            if let Some(weight) = status.shape_sample()
+                && let Ok(whole) = mapping::body::parse_json(raw)
+            {
+                status.observe_sampled(&whole, weight);
+                return Ok(whole);
+            }
+            route.projection.parse(raw)
+        }
     }
 }
 

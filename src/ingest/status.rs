@@ -27,7 +27,14 @@ pub struct SourceStatus {
     /// Bumped on every change, so a writer can skip sources that did not change since its
     /// last write.
     version: AtomicU64,
+    /// Bodies offered for shape learning, for [`SourceStatus::shape_sample`].
+    bodies: AtomicU64,
 }
+
+/// Every body is learned until this many have arrived.
+pub const SHAPE_EVERY_BODY: u64 = 64;
+/// Then one body in this many.
+pub const SHAPE_SAMPLE: u64 = 16;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -98,6 +105,7 @@ impl Default for SourceStatus {
         Self {
             inner: Mutex::new(Inner::default()),
             version: AtomicU64::new(0),
+            bodies: AtomicU64::new(0),
         }
     }
 }
@@ -140,6 +148,26 @@ impl SourceStatus {
     /// Learns the shape of a parsed body.
     pub fn observe(&self, body: &Value) {
         self.update(|s| s.shape.observe(body));
+    }
+
+    /// Whether this request's body should be parsed whole for shape learning, and how many
+    /// bodies it then stands for. The first [`SHAPE_EVERY_BODY`] bodies are all learned; after
+    /// that one in [`SHAPE_SAMPLE`]: a whole parse costs as much as the rest of the request,
+    /// and the shape of a busy source is long known by then.
+    pub fn shape_sample(&self) -> Option<u64> {
+        let n = self.bodies.fetch_add(1, Ordering::Relaxed);
+        if n < SHAPE_EVERY_BODY {
+            Some(1)
+        } else if n % SHAPE_SAMPLE == 0 {
+            Some(SHAPE_SAMPLE)
+        } else {
+            None
+        }
+    }
+
+    /// Learns the shape of a sampled body standing for `weight` bodies.
+    pub fn observe_sampled(&self, body: &Value, weight: u64) {
+        self.update(|s| s.shape.observe_weighted(body, weight));
     }
 
     pub fn error(&self, stage: ErrorStage, message: &str, at: Timestamp) {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use crate::api::webhook_source::{ErrorStage, Sink as SinkSpec};
-use crate::mapping::{CompileErrors, CompiledMapping, EventSource};
+use crate::mapping::{CompileErrors, CompiledMapping, EventSource, Projection};
 use crate::route::Route;
 use crate::sink::Sink;
 
@@ -93,6 +93,8 @@ pub struct LiveRoute {
     /// The compiled mappings, in the route's order; mappings that failed to compile are left
     /// out (their errors are in [`LiveRoute::compile_errors`]).
     pub mappings: Vec<CompiledMapping>,
+    /// What the mappings read from a JSON body; the rest is skipped when parsing.
+    pub projection: Projection,
     pub compile_errors: Vec<(String, CompileErrors)>,
     pub sink: Arc<dyn Sink>,
     pub dedup_window: Duration,
@@ -323,6 +325,7 @@ impl RouteTable {
                 .sinks
                 .resolve(route.sink.as_ref(), route.sink_secrets.as_ref()),
             dedup_window: Duration::from_secs(route.dedup_window_seconds),
+            projection: Projection::of(&mappings),
             mappings,
             compile_errors,
             bucket,

@@ -92,15 +92,18 @@ pub fn parse_json(body: &[u8]) -> Result<Value, BodyError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        let full = e.to_string();
-        let position = format!(" at line {} column {}", e.line(), e.column());
-        BodyError::Json {
-            line: e.line(),
-            column: e.column(),
-            message: full.strip_suffix(&position).unwrap_or(&full).to_owned(),
-        }
-    })
+    serde_json::from_slice(body).map_err(json_error)
+}
+
+/// A serde_json error as a [`BodyError`], the position in fields of its own.
+pub(crate) fn json_error(e: serde_json::Error) -> BodyError {
+    let full = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    BodyError::Json {
+        line: e.line(),
+        column: e.column(),
+        message: full.strip_suffix(&position).unwrap_or(&full).to_owned(),
+    }
 }
 
 /// Parses a form body into an object of strings. A repeated key, or one written `key[]`,

@@ -210,6 +210,14 @@ impl CompiledMapping {
         &self.reads
     }
 
+    /// The forEach array's path, if the mapping has one.
+    pub fn for_each_path(&self) -> Option<&Path> {
+        match self.for_each.as_ref()?.bare_variable()? {
+            Variable::Body(path) => Some(path),
+            _ => None,
+        }
+    }
+
     fn templates(&self) -> impl Iterator<Item = &Template> {
         let e = &self.event;
         self.conditions

@@ -57,12 +57,14 @@
 //! - [`engine`]: conditions, forEach, identity, privacy: a request into a [`MapOutcome`].
 //! - [`event`]: the canonical CloudEvent.
 //! - [`shape`]: the learned payload shape and the fields no mapping reads.
+//! - [`projection`]: parsing only the fields the mappings read.
 
 pub mod body;
 pub mod compile;
 pub mod engine;
 pub mod event;
 mod privacy;
+pub mod projection;
 pub mod request;
 pub mod shape;
 pub mod template;
@@ -75,6 +77,7 @@ pub use body::{BodyError, BodyFormat, detect_format, parse_body};
 pub use compile::{CompileError, CompileErrors, CompiledMapping};
 pub use engine::{MapOutcome, MappingError, Verdict, map_request};
 pub use event::{CloudEvent, EventData, EventSource, MappedEvent};
+pub use projection::Projection;
 pub use request::{Headers, Query, Request};
 pub use shape::{JsonTypes, ObservedField, ShapeObserver};
 pub use template::{Path, Template, TemplateError};

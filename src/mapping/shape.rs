@@ -109,10 +109,16 @@ impl ShapeObserver {
 
     /// Records every path of one body.
     pub fn observe(&mut self, body: &Value) {
-        self.walk(ROOT, body, 0);
+        self.observe_weighted(body, 1);
     }
 
-    fn walk(&mut self, node: usize, value: &Value, depth: usize) {
+    /// Records every path of one body that stands for `weight` bodies: what a sampling caller
+    /// uses so `seen` still estimates how often a field arrives.
+    pub fn observe_weighted(&mut self, body: &Value, weight: u64) {
+        self.walk(ROOT, body, 0, weight);
+    }
+
+    fn walk(&mut self, node: usize, value: &Value, depth: usize, weight: u64) {
         if depth >= MAX_DEPTH {
             return;
         }
@@ -120,15 +126,15 @@ impl ShapeObserver {
             Value::Object(map) => {
                 let mut cursor = 0;
                 for (key, child) in map {
-                    if let Some(index) = self.child(node, key, &mut cursor, child) {
-                        self.walk(index, child, depth + 1);
+                    if let Some(index) = self.child(node, key, &mut cursor, child, weight) {
+                        self.walk(index, child, depth + 1, weight);
                     }
                 }
             }
             Value::Array(items) => {
                 for item in items.iter().take(ARRAY_SAMPLE) {
-                    if let Some(index) = self.child(node, "0", &mut 0, item) {
-                        self.walk(index, item, depth + 1);
+                    if let Some(index) = self.child(node, "0", &mut 0, item, weight) {
+                        self.walk(index, item, depth + 1, weight);
                     }
                 }
             }
@@ -145,6 +151,7 @@ impl ShapeObserver {
         key: &str,
         cursor: &mut usize,
         value: &Value,
+        weight: u64,
     ) -> Option<usize> {
         let children = &self.nodes[parent].children;
         let found = match children.get(*cursor) {
@@ -175,7 +182,7 @@ impl ShapeObserver {
         };
         let node = &mut self.nodes[index];
         node.types.0 |= JsonTypes::of(value).0;
-        node.seen += 1;
+        node.seen = node.seen.saturating_add(weight);
         Some(index)
     }
 

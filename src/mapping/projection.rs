@@ -1,0 +1,374 @@
+//! Parsing only the parts of a JSON body that a source's mappings read.
+//!
+//! Building the whole `serde_json::Value` of a 1.5 KB payload — a `String` per key and value, a
+//! `BTreeMap` insert per field — was a quarter of the ingest's CPU, while a mapping typically
+//! reads six fields. A [`Projection`] is the tree of the paths the mappings read
+//! ([`CompiledMapping::read_paths`]); [`Projection::parse`] materialises those subtrees and
+//! skips everything else with `IgnoredAny`, which still checks the syntax but allocates
+//! nothing. The engine sees the same value at every path it reads, so it maps the same events.
+//!
+//! Differences from a full parse, all confined to fields no mapping reads: their numbers are
+//! not range-checked (`1e400` there is accepted instead of a 400) and their nesting depth is not
+//! limited. Array elements before a read index are kept as `null` so indexes stay in place.
+//! Shape learning needs every field, so the ingest still parses whole bodies for it, sampled.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+use super::body::{BodyError, json_error, parse_json};
+use super::compile::CompiledMapping;
+use super::template::Path;
+
+/// The body paths a set of mappings reads, as a tree.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Projection {
+    root: Node,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Node {
+    /// The value here is read as a whole (a leaf path, `properties.from`, a forEach array).
+    whole: bool,
+    /// Keys apply to object members and, when numeric, to array elements, like `Path`.
+    children: Vec<Child>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Child {
+    key: Box<str>,
+    index: Option<usize>,
+    node: Node,
+}
+
+impl Projection {
+    /// What `mappings` read. forEach arrays are kept whole: `$item` paths name one element
+    /// shape but every element is read.
+    pub fn of<'m>(mappings: impl IntoIterator<Item = &'m CompiledMapping>) -> Self {
+        let mut projection = Self::default();
+        for mapping in mappings {
+            if let Some(array) = mapping.for_each_path() {
+                projection.add(array);
+            }
+            for path in mapping.read_paths() {
+                projection.add(path);
+            }
+        }
+        projection
+    }
+
+    /// A projection that keeps everything: parsing with it is a full parse.
+    pub fn everything() -> Self {
+        Self {
+            root: Node {
+                whole: true,
+                children: Vec::new(),
+            },
+        }
+    }
+
+    fn add(&mut self, path: &Path) {
+        let mut node = &mut self.root;
+        for key in path.keys() {
+            if node.whole {
+                return;
+            }
+            let at = match node.children.iter().position(|c| &*c.key == key) {
+                Some(at) => at,
+                None => {
+                    node.children.push(Child {
+                        key: key.into(),
+                        index: key.parse().ok().filter(|_| !key.starts_with('+')),
+                        node: Node::default(),
+                    });
+                    node.children.len() - 1
+                }
+            };
+            node = &mut node.children[at].node;
+        }
+        node.whole = true;
+        node.children = Vec::new();
+    }
+
+    /// Whether parsing with this projection is a full parse.
+    pub fn is_everything(&self) -> bool {
+        self.root.whole
+    }
+
+    /// Parses JSON keeping only the projected paths; the same errors as a full parse for
+    /// malformed JSON. An empty body is an empty object, as in [`parse_json`].
+    pub fn parse(&self, body: &[u8]) -> Result<Value, BodyError> {
+        if self.root.whole || body.iter().all(u8::is_ascii_whitespace) {
+            return parse_json(body);
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let value = Project(&self.root)
+            .deserialize(&mut deserializer)
+            .and_then(|value| deserializer.end().map(|()| value))
+            .map_err(json_error)?;
+        Ok(value)
+    }
+}
+
+struct Project<'p>(&'p Node);
+
+impl<'de> DeserializeSeed<'de> for Project<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        if self.0.whole {
+            serde::Deserialize::deserialize(deserializer)
+        } else {
+            deserializer.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Project<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key_seed(Key)? {
+            match self.0.children.iter().find(|c| *c.key == *key) {
+                Some(child) => {
+                    let value = access.next_value_seed(Project(&child.node))?;
+                    map.insert(key.into_owned(), value);
+                }
+                None => {
+                    access.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(map))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let wanted = self.0.children.iter().filter_map(|c| c.index).max();
+        let mut items = Vec::new();
+        let mut index = 0;
+        loop {
+            let child = self.0.children.iter().find(|c| c.index == Some(index));
+            match child {
+                Some(child) => match access.next_element_seed(Project(&child.node))? {
+                    Some(value) => items.push(value),
+                    None => break,
+                },
+                None => match access.next_element::<IgnoredAny>()? {
+                    // Placeholders keep later elements at their index; none after the last
+                    // read one.
+                    Some(_) if wanted.is_some_and(|w| index < w) => items.push(Value::Null),
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+            index += 1;
+        }
+        Ok(Value::Array(items))
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::mapping::MappingSpec;
+    use crate::mapping::{Request, map_request};
+
+    fn compile(yaml: &str) -> CompiledMapping {
+        let spec: MappingSpec = serde_yaml::from_str(yaml).unwrap();
+        CompiledMapping::compile("m", &spec).unwrap()
+    }
+
+    const STRIPE: &str = r#"
+sourceRef: {name: stripe}
+when: [{path: "{{type}}", equals: invoice.paid}]
+event:
+  name: Purchase
+  id: "{{id}}"
+  externalId: "{{data.object.customer}}"
+  email: "{{data.object.customer_email | lower}}"
+  timestamp: "{{created}}"
+  properties:
+    fields:
+      amount: "{{data.object.amount_paid}}"
+      first_line: "{{data.object.lines.data.1.description}}"
+"#;
+
+    fn body() -> Value {
+        json!({
+            "id": "evt_1", "type": "invoice.paid", "created": 1700000000,
+            "livemode": false, "request": {"id": null, "idempotency_key": "k"},
+            "data": {"object": {
+                "customer": "cus_9", "customer_email": "A@B.example", "amount_paid": 4200,
+                "lines": {"data": [{"description": "one"}, {"description": "two"}, {"description": "three"}]},
+                "metadata": {"deep": {"deeper": [1, 2, {"x": "y"}]}}
+            }}
+        })
+    }
+
+    #[test]
+    fn keeps_exactly_the_read_paths() {
+        let mapping = compile(STRIPE);
+        let projection = Projection::of([&mapping]);
+        let raw = serde_json::to_vec(&body()).unwrap();
+        let projected = projection.parse(&raw).unwrap();
+        assert_eq!(
+            projected,
+            json!({
+                "id": "evt_1", "type": "invoice.paid", "created": 1700000000,
+                "data": {"object": {
+                    "customer": "cus_9", "customer_email": "A@B.example", "amount_paid": 4200,
+                    "lines": {"data": [null, {"description": "two"}]}
+                }}
+            })
+        );
+    }
+
+    #[test]
+    fn maps_the_same_events_as_a_full_parse() {
+        let mappings = vec![
+            compile(STRIPE),
+            compile(
+                r#"
+sourceRef: {name: s}
+forEach: "{{data.object.lines.data}}"
+event:
+  name: "Line {{$item.description}}"
+  visitorId: "{{data.object.customer}}"
+  properties: {from: "{{data.object.metadata}}"}
+"#,
+            ),
+        ];
+        let projection = Projection::of(&mappings);
+        let raw = serde_json::to_vec(&body()).unwrap();
+        let full = serde_json::from_slice::<Value>(&raw).unwrap();
+        let projected = projection.parse(&raw).unwrap();
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let a = map_request(&mappings, &Request::new(&full, now));
+        let b = map_request(&mappings, &Request::new(&projected, now));
+        assert_eq!(a.events.len(), 4);
+        let ids = |o: &crate::mapping::MapOutcome| {
+            o.events
+                .iter()
+                .map(|e| (e.name.clone(), e.properties.clone(), e.external_id.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&a), ids(&b));
+    }
+
+    #[test]
+    fn root_reads_keep_everything_and_errors_match_a_full_parse() {
+        let whole = compile(
+            "sourceRef: {name: s}\nevent: {name: E, visitorId: v, properties: {from: '{{.}}'}}\n",
+        );
+        assert!(Projection::of([&whole]).is_everything());
+        let narrow = Projection::of([&compile(STRIPE)]);
+        for bad in [
+            &b"{\"id\": "[..],
+            b"{\"x\": [1, 2}",
+            b"{} trailing",
+            b"[1,]",
+        ] {
+            let full = parse_json(bad).unwrap_err();
+            assert_eq!(narrow.parse(bad).unwrap_err(), full, "{bad:?}");
+        }
+        assert_eq!(narrow.parse(b"  ").unwrap(), json!({}));
+        // Unread fields are skipped, not range-checked; read ones are.
+        assert_eq!(
+            narrow.parse(br#"{"other": 1e400, "id": "x"}"#).unwrap(),
+            json!({"id": "x"})
+        );
+        assert!(narrow.parse(br#"{"id": 1e400}"#).is_err());
+        // Keys with escapes still match.
+        assert_eq!(
+            narrow.parse(br#"{"i\u0064": "esc"}"#).unwrap(),
+            json!({"id": "esc"})
+        );
+    }
+
+    #[test]
+    fn unread_deep_nesting_is_skipped_without_overflow() {
+        let narrow = Projection::of([&compile(STRIPE)]);
+        let deep = format!(
+            r#"{{"id": "x", "junk": {}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let parsed = narrow.parse(deep.as_bytes());
+        assert_eq!(parsed, Ok(json!({"id": "x"})));
+    }
+}
