@@ -78,7 +78,8 @@ pub struct Attempt {
     pub attempt: u32,
     /// The HTTP status, or 0 when no answer came (`error` says why).
     pub status: u16,
-    /// For a 200: the body's `status` (`delivered`, `duplicate`, `ignored`).
+    /// For a 200 the body's `status` (`delivered`, `duplicate`, `ignored`), else its
+    /// `error.code` (`sink_unavailable`, `not_ready`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// `connect` (refused), `connection` (broken mid-request) or `timeout`.
@@ -269,10 +270,13 @@ impl Sender {
                 (0, None, Some(kind.into()), None)
             }
             Ok(Ok((status, retry_after, bytes))) => {
-                let outcome = (status == StatusCode::OK)
-                    .then(|| serde_json::from_slice::<Value>(&bytes).ok())
-                    .flatten()
-                    .and_then(|v| v["status"].as_str().map(str::to_owned));
+                let body = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+                let outcome = if status == StatusCode::OK {
+                    body["status"].as_str()
+                } else {
+                    body["error"]["code"].as_str()
+                };
+                let outcome = outcome.map(str::to_owned);
                 (status.as_u16(), outcome, None, retry_after)
             }
         }
@@ -520,8 +524,8 @@ pub struct Summary {
     pub attempts: AttemptCounts,
     /// 200 bodies by their `status`.
     pub answered_200_by_outcome: BTreeMap<String, u64>,
-    /// Other answers by HTTP status.
-    pub answered_other_by_status: BTreeMap<u16, u64>,
+    /// Answers other than 200 by HTTP status and error code, e.g. `503 sink_unavailable`.
+    pub answered_non_200_by_code: BTreeMap<String, u64>,
     /// Attempts after the first of an event.
     pub retries: u64,
     pub events_retried: u64,
@@ -679,7 +683,10 @@ pub fn reconcile_records(
                     .or_default() += 1
             }
             0 => {}
-            code => *s.answered_other_by_status.entry(code).or_default() += 1,
+            code => {
+                let key = format!("{code} {}", a.outcome.as_deref().unwrap_or("-"));
+                *s.answered_non_200_by_code.entry(key).or_default() += 1
+            }
         }
         if a.attempt > 1 {
             s.retries += 1;
@@ -817,10 +824,12 @@ pub fn render(s: &Summary) -> String {
     row(
         &mut out,
         "answered otherwise",
-        format!(
-            "{} {:?}",
-            s.attempts.answered_other, s.answered_other_by_status
-        ),
+        s.attempts.answered_other.to_string(),
+    );
+    row(
+        &mut out,
+        "answers other than 200, by code",
+        format!("{:?}", s.answered_non_200_by_code),
     );
     row(
         &mut out,
