@@ -373,3 +373,197 @@ async fn url_events_and_rotate_work_as_a_kubectl_plugin() {
         200
     );
 }
+
+/// Posts `body` to the ingest signed the GitHub way with `secret`; returns (status, body).
+fn post_signed(
+    ingest: &support::cluster::Ingest,
+    url: &str,
+    body: &Value,
+    secret: &str,
+) -> (u16, String) {
+    let body = body.to_string();
+    let headers = hookgate::ingest::verify::sign(&hookgate::ingest::verify::SignRequest {
+        scheme: hookgate::api::webhook_source::SignatureScheme::Github,
+        secret,
+        body: body.as_bytes(),
+        now_unix: 0,
+        message_id: "",
+        header: None,
+        algorithm: None,
+        encoding: None,
+        prefix: None,
+    })
+    .unwrap();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let path = &url[url.find("/h/").expect("a webhook URL")..];
+    support::http_post(&ingest.addr, path, &body, &headers)
+}
+
+fn condition_of(s: &WebhookSource, type_: &str) -> Option<(String, String)> {
+    s.status.as_ref().and_then(|st| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    })
+}
+
+#[tokio::test]
+async fn a_signing_secret_rotation_window_accepts_both_secrets_until_it_ends_then_only_the_new_one()
+{
+    const OLD: &str = "old-signing-secret-4f1d9a";
+    const NEW: &str = "new-signing-secret-b72c0e";
+    let c = Cluster::new().await;
+    let ingest = c.ingest("a").await;
+    let operator = c.operator(&format!("http://{}", ingest.addr));
+    let source = r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: shop}
+spec:
+  signature: {type: github, secretRef: {name: signing-old}}
+"#;
+    let secrets = format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: signing-old}}
+stringData: {{secret: {OLD}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: signing-new}}
+stringData: {{secret: {NEW}}}
+"#
+    );
+    support::kubectl_ok(
+        &["apply", "-n", &c.ns, "-f", "-"],
+        Some(&format!("{secrets}---{source}---{MAPPING}")),
+    );
+    c.wait_source("shop", "source Ready", |s| {
+        condition_of(s, "Ready").is_some_and(|(r, _)| r == "Serving")
+    })
+    .await;
+    let url = c.url("shop").await;
+    let body = order("ord_sig", Some("a@b.co"));
+    support::eventually(15, "the old secret verifies before the rotation", || {
+        (post_signed(&ingest, &url, &body, OLD).0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(post_signed(&ingest, &url, &body, NEW).0, 401);
+
+    // The rotation, as it would be committed to Git: the new Secret current, the old one
+    // accepted until an absolute time.
+    let expires = k8s_openapi::jiff::Timestamp::from_second(
+        k8s_openapi::jiff::Timestamp::now().as_second() + 12,
+    )
+    .unwrap();
+    support::kubectl_ok(
+        &["apply", "-n", &c.ns, "-f", "-"],
+        Some(&format!(
+            r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {{name: shop}}
+spec:
+  signature:
+    type: github
+    secretRef: {{name: signing-new}}
+    previousSecretRef: {{name: signing-old}}
+    previousSecretExpiresAt: "{expires}"
+"#
+        )),
+    );
+    support::eventually(
+        5,
+        "the new secret verifies once the rotation is in force",
+        || (post_signed(&ingest, &url, &body, NEW).0 == 200).then_some(()),
+    )
+    .await;
+    let (code, reply) = post_signed(&ingest, &url, &body, OLD);
+    assert_eq!(code, 200, "the old secret within the window: {reply}");
+    assert!(
+        k8s_openapi::jiff::Timestamp::now() < expires,
+        "the window must still be open here; the test machine is too slow for a 12 s window"
+    );
+
+    let during = c
+        .wait_source("shop", "status shows the window", |s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.previous_signing_secret_expires_at.as_ref())
+                .is_some_and(|t| t.0 == expires)
+        })
+        .await;
+    let (reason, message) = condition_of(&during, "SignatureReady").unwrap();
+    assert_eq!(reason, "RotationWindow");
+    assert!(
+        message.contains("signing-old") && message.contains(&expires.to_string()),
+        "{message}"
+    );
+
+    // No spec change from here: the operator closes the window on time by itself.
+    let refused_at = support::eventually(30, "the old secret refused after the window", || {
+        let (code, reply) = post_signed(&ingest, &url, &body, OLD);
+        assert!(code == 200 || code == 401, "{code}: {reply}");
+        (code == 401).then(k8s_openapi::jiff::Timestamp::now)
+    })
+    .await;
+    assert!(
+        refused_at >= expires,
+        "the old secret was refused at {refused_at}, before the window's end {expires}"
+    );
+    println!(
+        "old signing secret refused {} ms after the window's end",
+        refused_at.duration_since(expires).as_millis()
+    );
+    let (code, reply) = post_signed(&ingest, &url, &body, NEW);
+    assert_eq!(code, 200, "the new secret after the window: {reply}");
+
+    let after = c
+        .wait_source("shop", "status shows the window closed", |s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.previous_signing_secret_expires_at.is_none())
+                && condition_of(s, "SignatureReady").is_some_and(|(r, _)| r == "SecretFound")
+        })
+        .await;
+    let (_, message) = condition_of(&after, "SignatureReady").unwrap();
+    assert!(message.contains("stopped being accepted"), "{message}");
+    let events: Vec<(String, String)> =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(c.client.clone(), &c.ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("shop"))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect();
+    for reason in [
+        "PreviousSigningSecretAccepted",
+        "PreviousSigningSecretDropped",
+    ] {
+        assert!(
+            events.iter().any(|(r, _)| r == reason),
+            "no {reason} Event in {events:?}"
+        );
+    }
+
+    // The secrets themselves appear nowhere a person or a log collector reads.
+    let status = serde_json::to_string(&after.status).unwrap();
+    let notes = format!("{events:?}");
+    for (what, text) in [
+        ("status", status),
+        ("Events", notes),
+        ("operator log", operator.logs()),
+        ("ingest log", ingest.process.logs()),
+    ] {
+        for secret in [OLD, NEW] {
+            assert!(!text.contains(secret), "a signing secret in the {what}");
+        }
+    }
+}

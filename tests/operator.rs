@@ -911,3 +911,129 @@ stringData: {Authorization: "Bearer s3cr3t-collector-token"}
     );
     w.ready_source("to-http").await;
 }
+
+/// The SinkReady condition's (status, reason, message), if written for this generation.
+fn sink_ready(source: &WebhookSource) -> Option<(String, String, String)> {
+    let st = source.status.as_ref()?;
+    st.conditions
+        .iter()
+        .find(|c| c.type_ == "SinkReady" && c.observed_generation == source.metadata.generation)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_sink_service_reference_resolves_to_its_cluster_url_and_a_missing_service_is_reported() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    w.create(
+        r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: to-service}
+spec:
+  sink:
+    http: {serviceRef: {name: collector, port: 8080, path: /events}, mode: structured}
+"#,
+    )
+    .await;
+    let waiting = support::wait_for(
+        &w.sources(),
+        "to-service",
+        30,
+        "missing Service reported",
+        |s: &WebhookSource| sink_ready(s).is_some_and(|(_, r, _)| r == "ServiceNotFound"),
+    )
+    .await;
+    let (status, _, message) = sink_ready(&waiting).unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("collector") && message.contains(&w.ns),
+        "{message}"
+    );
+    assert!(ready_reason_is(&waiting, "ServiceNotFound"));
+    // The URL keeps working meanwhile (deliveries answer a retryable 503), and the route says
+    // the reference is unresolved rather than guessing a URL.
+    let http = w.route("to-service").await.sink.unwrap().http.unwrap();
+    assert_eq!(http.url, None);
+    assert!(http.service_ref.is_some());
+
+    // The Service appears (no endpoints needed): the next resync resolves it.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(w.client.clone(), &w.ns);
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "collector"},
+        "spec": {"ports": [{"name": "http", "port": 8080}]},
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let expected = format!("http://collector.{}.svc.cluster.local:8080/events", w.ns);
+    let route = w
+        .wait_route("to-service", "the route carries the resolved URL", |r| {
+            r.sink
+                .as_ref()
+                .and_then(|s| s.http.as_ref())
+                .and_then(|h| h.url.as_deref())
+                == Some(expected.as_str())
+        })
+        .await;
+    let http = route.sink.unwrap().http.unwrap();
+    assert_eq!(http.service_ref, None, "the ingest gets a plain URL");
+    assert_eq!(
+        http.mode,
+        hookgate::api::webhook_source::CloudEventsMode::Structured
+    );
+    let resolved = w.ready_source("to-service").await;
+    let (status, reason, message) = sink_ready(&resolved).unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Resolved"));
+    assert!(message.contains(&expected), "{message}");
+
+    // A port the Service does not expose is reported with the ports it has.
+    w.merge_source(
+        "to-service",
+        json!({"spec": {"sink": {"http": {"serviceRef": {"port": 9090}}}}}),
+    )
+    .await;
+    let wrong_port = support::wait_for(
+        &w.sources(),
+        "to-service",
+        30,
+        "missing port reported",
+        |s: &WebhookSource| sink_ready(s).is_some_and(|(_, r, _)| r == "ServicePortNotFound"),
+    )
+    .await;
+    let (_, _, message) = sink_ready(&wrong_port).unwrap();
+    assert!(
+        message.contains("9090") && message.contains("8080"),
+        "{message}"
+    );
+
+    // And the Service going away is noticed without any change to the source.
+    w.merge_source(
+        "to-service",
+        json!({"spec": {"sink": {"http": {"serviceRef": {"port": 8080}}}}}),
+    )
+    .await;
+    w.ready_source("to-service").await;
+    services
+        .delete("collector", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::wait_for(
+        &w.sources(),
+        "to-service",
+        30,
+        "deleted Service reported",
+        |s: &WebhookSource| sink_ready(s).is_some_and(|(_, r, _)| r == "ServiceNotFound"),
+    )
+    .await;
+    w.wait_route("to-service", "the route is unresolved again", |r| {
+        r.sink
+            .as_ref()
+            .and_then(|s| s.http.as_ref())
+            .is_some_and(|h| h.url.is_none())
+    })
+    .await;
+}

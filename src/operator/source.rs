@@ -201,9 +201,8 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
         && existing.token_rotated_at == status.token_rotated_at
         && existing.mappings == status.mappings
         && existing.previous_signing_secret_expires_at == status.previous_signing_secret_expires_at;
-    if !unchanged {
-        patch_status(&ns, &name, &status, ctx).await?;
-    }
+    // Recorded before the status that reflects it, so whoever sees the status can find the
+    // Event; a failure between the two repeats the Event, never loses it.
     report_signing_window(
         source,
         existing.previous_signing_secret_expires_at.as_ref(),
@@ -212,6 +211,9 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
         ctx,
     )
     .await;
+    if !unchanged {
+        patch_status(&ns, &name, &status, ctx).await?;
+    }
 
     let was_ready = conditions::is_true(&existing.conditions, READY);
     if was_ready != Some(ready.ok) {
