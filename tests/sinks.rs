@@ -404,6 +404,7 @@ enum Admin {
     Anonymous,
     UserPassword(String, String),
     Token(String),
+    Creds(String),
 }
 
 impl Admin {
@@ -414,6 +415,8 @@ impl Admin {
                 async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
             }
             Admin::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+            Admin::Creds(c) => async_nats::ConnectOptions::with_credentials(c)
+                .expect("the fixture is a valid credentials file"),
         };
         options.connect(url).await
     }
@@ -423,20 +426,20 @@ struct Nats {
     child: tokio::process::Child,
     port: u16,
     store: PathBuf,
-    /// `authorization { ... }` of the server's config file; empty for none.
-    authorization: String,
+    /// Extra top-level lines of the server's config file (authorization, operator mode).
+    config: String,
     admin: Admin,
 }
 
 impl Nats {
     /// A fresh server on a free loopback port with its own store directory.
     async fn start() -> Self {
-        Self::start_with_auth("", Admin::Anonymous).await
+        Self::start_with_config("", Admin::Anonymous).await
     }
 
-    /// A server that requires authentication: `authorization` is the body of its config
-    /// file's `authorization` block, `admin` how the test itself logs in.
-    async fn start_with_auth(authorization: &str, admin: Admin) -> Self {
+    /// A server that requires authentication: `config` holds the lines of its config file
+    /// that say how (an `authorization` block, operator mode), `admin` how the test logs in.
+    async fn start_with_config(config: &str, admin: Admin) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -451,12 +454,12 @@ impl Nats {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         ));
-        let child = Self::spawn(port, &store, authorization, &admin).await;
+        let child = Self::spawn(port, &store, config, &admin).await;
         Self {
             child,
             port,
             store,
-            authorization: authorization.to_owned(),
+            config: config.to_owned(),
             admin,
         }
     }
@@ -464,7 +467,7 @@ impl Nats {
     async fn spawn(
         port: u16,
         store: &std::path::Path,
-        authorization: &str,
+        extra: &str,
         admin: &Admin,
     ) -> tokio::process::Child {
         std::fs::create_dir_all(store).unwrap();
@@ -473,9 +476,8 @@ impl Nats {
             "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {:?} }}\n",
             store.join("js")
         );
-        if !authorization.is_empty() {
-            text.push_str(&format!("authorization {{\n{authorization}\n}}\n"));
-        }
+        text.push_str(extra);
+        text.push('\n');
         std::fs::write(&config, text).unwrap();
         let child = tokio::process::Command::new(nats_server_binary())
             .arg("-c")
@@ -518,7 +520,7 @@ impl Nats {
 
     /// The same port and store: what a restarted broker looks like to its clients.
     async fn restart(&mut self) {
-        self.child = Self::spawn(self.port, &self.store, &self.authorization, &self.admin).await;
+        self.child = Self::spawn(self.port, &self.store, &self.config, &self.admin).await;
     }
 
     async fn jetstream(&self) -> async_nats::jetstream::Context {
@@ -757,13 +759,13 @@ async fn nats_with_user_password_or_nkey_delivers_and_wrong_credentials_get_503_
     let logs = captured_logs();
     let password = "pw-9f2c41d7e0b3a856";
     let wrong_password = "pw-wrong-5e8a1c3b7d90";
-    let nats = Nats::start_with_auth(
+    let nats = Nats::start_with_config(
         &format!(
-            r#"users = [
+            r#"authorization {{ users = [
   {{user: "hookgate", password: "{password}"}}
   {{user: "admin", password: "admin-pw"}}
   {{nkey: "{NKEY_PUBLIC}"}}
-]"#
+] }}"#
         ),
         Admin::UserPassword("admin".into(), "admin-pw".into()),
     )
@@ -816,8 +818,11 @@ async fn nats_with_a_token_delivers_and_a_wrong_token_gets_503_without_leaking()
     let logs = captured_logs();
     let token = "tok-3b7e19c5a2d8f064";
     let wrong = "tok-wrong-0a9d5e2c7b41";
-    let nats =
-        Nats::start_with_auth(&format!(r#"token: "{token}""#), Admin::Token(token.into())).await;
+    let nats = Nats::start_with_config(
+        &format!(r#"authorization {{ token: "{token}" }}"#),
+        Admin::Token(token.into()),
+    )
+    .await;
     nats.create_stream("EVENTS", "hookgate.events").await;
 
     assert_delivered(&nats, NatsAuth::Token(token.into()), "evt_auth_token").await;
@@ -828,4 +833,76 @@ async fn nats_with_a_token_delivers_and_a_wrong_token_gets_503_without_leaking()
         assert!(!logs.contains(secret), "a NATS token reached the logs");
         assert!(!body.contains(secret), "a NATS token in a 503: {body}");
     }
+}
+
+/// The fixtures of tests/nats-auth (made by its generate.py).
+fn nats_fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/nats-auth")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The seed line of a credentials file: what must never be logged.
+fn creds_seed(creds: &str) -> &str {
+    creds
+        .lines()
+        .find(|l| l.starts_with("SU"))
+        .expect("a user NKey seed in the credentials file")
+}
+
+#[tokio::test]
+async fn nats_with_a_credentials_file_in_operator_mode_delivers_and_an_unknown_account_gets_503() {
+    let logs = captured_logs();
+    let (user, rogue) = (nats_fixture("user.creds"), nats_fixture("rogue.creds"));
+    // Decentralized auth: the server trusts an operator and knows its accounts (preloaded, no
+    // account server; JetStream needs the system account); users are whoever an account signed.
+    let operator =
+        std::env::temp_dir().join(format!("hookgate-nats-operator-{}.jwt", std::process::id()));
+    std::fs::write(&operator, nats_fixture("operator.jwt")).unwrap();
+    let nats = Nats::start_with_config(
+        &format!(
+            "operator: {operator:?}\nsystem_account: {system}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {account}: {:?}\n  {system}: {:?}\n}}",
+            nats_fixture("account.jwt").trim(),
+            nats_fixture("system.jwt").trim(),
+            account = nats_fixture("account.pub").trim(),
+            system = nats_fixture("system.pub").trim(),
+        ),
+        Admin::Creds(user.clone()),
+    )
+    .await;
+    nats.create_stream("EVENTS", "hookgate.events").await;
+
+    assert_delivered(&nats, NatsAuth::Creds(user.clone()), "evt_auth_creds").await;
+    let body = assert_refused(&nats, NatsAuth::Creds(rogue.clone()), "evt_auth_rogue").await;
+
+    // Not a credentials file at all: refused before connecting, without quoting it.
+    let garbage = "not-a-creds-file-7c2e91";
+    let ingest = ingest(nats_route(
+        nats.url(),
+        Some(NatsAuth::Creds(garbage.into())),
+    ))
+    .await;
+    let reply = send(ingest, "evt_auth_garbage").await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert!(
+        reply.text.contains("not a valid NATS credentials file"),
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains(garbage), "{}", reply.text);
+
+    let logs = logs_text(&logs);
+    for secret in [creds_seed(&user), creds_seed(&rogue), garbage] {
+        assert!(
+            !logs.contains(secret),
+            "a credentials file's seed reached the logs"
+        );
+        assert!(
+            !body.contains(secret),
+            "a credentials file's seed in a 503: {body}"
+        );
+    }
+    let _ = std::fs::remove_file(&operator);
 }
