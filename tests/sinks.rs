@@ -381,6 +381,30 @@ async fn http_receiver_stopped_mid_run_gives_503_and_loses_no_acknowledged_event
     );
 }
 
+#[tokio::test]
+async fn http_service_reference_left_unresolved_is_a_503_that_says_so() {
+    // What the route carries while the operator cannot find the Service: the reference, no URL.
+    let spec = SinkSpec {
+        http: Some(HttpSinkSpec {
+            service_ref: Some(hookgate::api::webhook_source::ServiceRef {
+                name: "collector".into(),
+                ..Default::default()
+            }),
+            ..HttpSinkSpec::default()
+        }),
+        ..SinkSpec::default()
+    };
+    let ingest = ingest(route(spec, 3600)).await;
+    let reply = send(ingest, "evt_unresolved").await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert!(reply.header("retry-after").is_some(), "{}", reply.text);
+    assert!(
+        reply.text.contains("serviceRef is not resolved") && reply.text.contains("SinkReady"),
+        "{}",
+        reply.text
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // A real nats-server with JetStream
 
