@@ -158,7 +158,7 @@ impl SourceStatus {
         let n = self.bodies.fetch_add(1, Ordering::Relaxed);
         if n < SHAPE_EVERY_BODY {
             Some(1)
-        } else if n % SHAPE_SAMPLE == 0 {
+        } else if n.is_multiple_of(SHAPE_SAMPLE) {
             Some(SHAPE_SAMPLE)
         } else {
             None
