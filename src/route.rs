@@ -137,6 +137,11 @@ pub struct RouteSignature {
     pub scheme: SignatureScheme,
     /// Signing secrets accepted now: the current one first, then any still in a rotation window.
     pub secrets: Vec<String>,
+    /// Unix seconds from which only `secrets[0]` is accepted: the end of a rotation window. The
+    /// ingest enforces it itself (like a previous token's `expiresAt`), so the old secret stops
+    /// on time even while no operator is running to republish the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<i64>,
     pub tolerance_seconds: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
@@ -156,6 +161,7 @@ impl fmt::Debug for RouteSignature {
                 "secrets",
                 &format_args!("<{} redacted>", self.secrets.len()),
             )
+            .field("previous_until", &self.previous_until)
             .field("tolerance_seconds", &self.tolerance_seconds)
             .field("header", &self.header)
             .finish()
@@ -200,6 +206,7 @@ mod tests {
         let sig = RouteSignature {
             scheme: SignatureScheme::Github,
             secrets: vec!["very-secret-signing-key".into()],
+            previous_until: None,
             tolerance_seconds: 300,
             header: None,
             algorithm: None,

@@ -322,6 +322,7 @@ impl Loader {
                     Some(RouteSignature {
                         scheme: sig.scheme,
                         secrets: secrets_found,
+                        previous_until: None,
                         tolerance_seconds: sig
                             .tolerance
                             .as_deref()

@@ -336,6 +336,7 @@ async fn an_unsigned_request_to_a_signed_source_is_refused_with_401() {
     r.signature = Some(RouteSignature {
         scheme: SignatureScheme::Github,
         secrets: vec!["signing-secret-never-shown".into()],
+        previous_until: None,
         tolerance_seconds: 300,
         header: None,
         algorithm: None,

@@ -73,6 +73,7 @@ event:
         signature: Some(RouteSignature {
             scheme,
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            previous_until: None,
             tolerance_seconds: 300,
             header: None,
             algorithm: None,

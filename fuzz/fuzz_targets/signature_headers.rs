@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let signature = RouteSignature {
         scheme,
         secrets: vec![SECRET.into()],
+        previous_until: None,
         tolerance_seconds: u64::from(selector >> 4) * 60,
         header: Some("x-signature".into()),
         algorithm: Some(if selector & 8 == 0 { HmacAlgorithm::Sha256 } else { HmacAlgorithm::Sha1 }),

@@ -112,7 +112,13 @@ pub fn verify(
     if sig.secrets.iter().all(String::is_empty) {
         return Err(VerifyError::NoSecret { scheme });
     }
-    let secrets = sig.secrets.iter().filter(|s| !s.is_empty());
+    // After a rotation window only the current secret counts, whenever the operator
+    // republishes the route without the old one.
+    let accepted = match sig.previous_until {
+        Some(until) if now_unix >= until => 1,
+        _ => usize::MAX,
+    };
+    let secrets = sig.secrets.iter().take(accepted).filter(|s| !s.is_empty());
     match sig.scheme {
         SignatureScheme::Github => {
             let value = header(headers, scheme, GITHUB_HEADER)?;
@@ -621,6 +627,7 @@ mod tests {
         RouteSignature {
             scheme,
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            previous_until: None,
             tolerance_seconds: 300,
             header: None,
             algorithm: None,
@@ -713,6 +720,45 @@ mod tests {
             check(&sig, &[], b"Hello, World!"),
             Err(VerifyError::MissingHeader { .. })
         ));
+    }
+
+    #[test]
+    fn the_previous_secret_counts_only_until_the_rotation_window_ends() {
+        let body = b"Hello, World!";
+        let mut sig = route_sig(SignatureScheme::Github, &["new-secret", "old-secret"]);
+        sig.previous_until = Some(NOW + 60);
+        let signed = |secret: &str| {
+            sign(&SignRequest {
+                scheme: SignatureScheme::Github,
+                secret,
+                body,
+                now_unix: NOW,
+                message_id: "",
+                header: None,
+                algorithm: None,
+                encoding: None,
+                prefix: None,
+            })
+            .unwrap()
+            .remove(0)
+            .1
+        };
+        let (new, old) = (signed("new-secret"), signed("old-secret"));
+        let at = |now: i64, value: &str| {
+            verify(
+                Some(&sig),
+                &List(&[("x-hub-signature-256", value)]),
+                body,
+                now,
+            )
+        };
+        assert_eq!(at(NOW + 59, &old), Ok(()));
+        assert_eq!(at(NOW + 59, &new), Ok(()));
+        assert!(matches!(
+            at(NOW + 60, &old),
+            Err(VerifyError::Mismatch { .. })
+        ));
+        assert_eq!(at(NOW + 60, &new), Ok(()));
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub async fn resolve(
     let mut route = RouteSignature {
         scheme: sig.scheme,
         secrets: vec![current],
+        previous_until: None,
         tolerance_seconds: sig
             .tolerance
             .as_deref()
@@ -162,6 +163,9 @@ pub async fn resolve(
             match read(ns, previous.expect("an open window has a reference"), ctx).await? {
                 Ok(value) => {
                     route.secrets.push(value);
+                    // Rounded up: the ingest compares whole seconds and must not cut early.
+                    route.previous_until =
+                        Some(until.as_second() + i64::from(until.subsec_nanosecond() > 0));
                     (
                         Verdict::ok(
                             SIGNATURE_READY,
