@@ -3,10 +3,11 @@
 //! A rotation is declared, not detected: `signature.secretRef` names the new secret,
 //! `previousSecretRef` the one being replaced and `previousSecretExpiresAt` (an absolute RFC 3339
 //! time) when the old one stops being accepted. Until then the route carries both (the current
-//! one first), so a sender can switch at any moment within the window; at that time the operator
-//! (requeued for it) publishes the route without the old one, reports it on status and records
-//! an Event. Nothing in the spec has to change for the window to close, and re-applying the same
-//! manifest from Git never reopens it.
+//! one first), so a sender can switch at any moment within the window. At its end the ingest
+//! stops accepting the old one by itself (the route carries the time, as it does for a previous
+//! token), and the operator, requeued for that moment, publishes the route without it, reports
+//! it on status and records an Event. Nothing in the spec has to change for the window to close,
+//! and re-applying the same manifest from Git never reopens it.
 //!
 //! Why declared rather than detected (the operator noticing the Secret's value change and
 //! keeping the old value for a while): the operator does not watch users' Secrets (it re-reads
