@@ -1037,3 +1037,78 @@ spec:
     })
     .await;
 }
+
+#[tokio::test]
+async fn nats_credentials_reach_the_route_by_kind_and_an_ambiguous_secret_is_reported() {
+    let w = World::new().await;
+    let _operator = w.operator("a");
+    // Two kinds at once: which one was meant is the user's call, not the operator's.
+    w.create(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: nats-login}
+stringData: {token: "nats-token-4e1b", user: hookgate, password: "nats-pw-77ac"}
+"#,
+    )
+    .await;
+    w.create(
+        r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: to-nats}
+spec:
+  sink:
+    nats: {url: "nats://nats.example:4222", subject: events, credentialsSecretRef: {name: nats-login}}
+"#,
+    )
+    .await;
+    let ambiguous = support::wait_for(
+        &w.sources(),
+        "to-nats",
+        30,
+        "two kinds of credentials reported",
+        |s: &WebhookSource| sink_ready(s).is_some_and(|(_, r, _)| r == "SinkSecretInvalid"),
+    )
+    .await;
+    let (_, _, message) = sink_ready(&ambiguous).unwrap();
+    assert!(
+        message.contains("token") && message.contains("user/password"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("nats-token-4e1b") && !message.contains("nats-pw-77ac"),
+        "{message}"
+    );
+
+    // Keep one kind: the route carries it, the condition names the kind, never the value.
+    w.secrets()
+        .patch(
+            "nats-login",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"token": null}})),
+        )
+        .await
+        .unwrap();
+    let route = w
+        .wait_route("to-nats", "user and password in the route", |r| {
+            r.sink_secrets
+                .as_ref()
+                .and_then(|s| s.nats.as_ref())
+                .is_some()
+        })
+        .await;
+    assert_eq!(
+        route.sink_secrets.unwrap().nats,
+        Some(hookgate::route::NatsAuth::UserPassword {
+            user: "hookgate".into(),
+            password: "nats-pw-77ac".into()
+        })
+    );
+    let ready = w.ready_source("to-nats").await;
+    let (_, reason, message) = sink_ready(&ready).unwrap();
+    assert_eq!(reason, "Resolved");
+    assert!(message.contains("user and password"), "{message}");
+    let status = serde_json::to_string(&ready.status).unwrap();
+    assert!(!status.contains("nats-pw-77ac"), "{status}");
+}
