@@ -326,6 +326,10 @@ async fn a_killed_ingest_and_a_stopped_sink_lose_no_acknowledged_event() {
     );
     // Every answer was 200, a 503 or no answer at all: nothing a sender would take as final.
     assert_eq!(summary["answered_other"], 0, "{summary:#}");
+    assert_eq!(
+        summary["answered_503_without_retry_after"], 0,
+        "{summary:#}"
+    );
 
     // Nothing secret in what the ingest and the operator wrote.
     let logs = [

@@ -85,6 +85,9 @@ pub struct Attempt {
     /// `connect` (refused), `connection` (broken mid-request) or `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The `Retry-After` seconds of the answer, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
     pub sent_ms: u64,
     pub done_ms: u64,
 }
@@ -197,6 +200,7 @@ impl Sender {
                 status,
                 outcome,
                 error,
+                retry_after: retry_after.map(|d| d.as_secs()),
                 sent_ms,
                 done_ms: now_ms(),
             });
@@ -526,6 +530,8 @@ pub struct Summary {
     pub answered_200_by_outcome: BTreeMap<String, u64>,
     /// Answers other than 200 by HTTP status and error code, e.g. `503 sink_unavailable`.
     pub answered_non_200_by_code: BTreeMap<String, u64>,
+    /// 503s without `Retry-After` (DESIGN §5 promises one).
+    pub answered_503_without_retry_after: u64,
     /// Attempts after the first of an event.
     pub retries: u64,
     pub events_retried: u64,
@@ -685,7 +691,10 @@ pub fn reconcile_records(
             0 => {}
             code => {
                 let key = format!("{code} {}", a.outcome.as_deref().unwrap_or("-"));
-                *s.answered_non_200_by_code.entry(key).or_default() += 1
+                *s.answered_non_200_by_code.entry(key).or_default() += 1;
+                if code == 503 && a.retry_after.is_none() {
+                    s.answered_503_without_retry_after += 1;
+                }
             }
         }
         if a.attempt > 1 {
@@ -833,6 +842,11 @@ pub fn render(s: &Summary) -> String {
     );
     row(
         &mut out,
+        "503 without Retry-After",
+        s.answered_503_without_retry_after.to_string(),
+    );
+    row(
+        &mut out,
         "connection errors / timeouts",
         format!("{} / {}", s.attempts.connection_errors, s.attempts.timeouts),
     );
@@ -923,6 +937,7 @@ mod tests {
             status,
             outcome: (status == 200).then(|| "delivered".into()),
             error: (status == 0).then(|| "connect".into()),
+            retry_after: (status == 503).then_some(5),
             sent_ms: 1000 * u64::from(n),
             done_ms: 1000 * u64::from(n) + 5,
         }
@@ -944,7 +959,10 @@ mod tests {
             attempt("r-http-1", "http", 2, 503),
             attempt("r-http-1", "http", 3, 200),
             attempt("r-http-2", "http", 1, 200),
-            attempt("r-http-3", "http", 1, 503),
+            Attempt {
+                retry_after: None,
+                ..attempt("r-http-3", "http", 1, 503)
+            },
         ];
         let records = [
             record("http", "r-http-0", 0),
@@ -961,6 +979,7 @@ mod tests {
         assert_eq!((s.events_acknowledged, s.events_unacknowledged), (3, 1));
         assert_eq!(s.attempts.connection_errors, 1);
         assert_eq!(s.per_phase[0].2.requests, 6);
+        assert_eq!(s.answered_503_without_retry_after, 1);
         assert_eq!(s.foreign_or_mismatched, 0);
     }
 
