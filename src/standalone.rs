@@ -35,6 +35,7 @@ use crate::ingest::{
     verify,
 };
 use crate::mapping::CompiledMapping;
+use crate::operator::signing;
 use crate::route::{RateLimit, Route, RouteMapping, RouteSignature, TokenHash};
 use crate::sink::{Sink, WriterSink};
 
@@ -314,6 +315,23 @@ impl Loader {
                                 .push(format!("signature.secretRef: {reason}")),
                         }
                     }
+                    // A declared rotation window: the previous secret too while it is open
+                    // (the ingest itself stops accepting it at the end, no reload needed).
+                    let mut previous_until = None;
+                    if let (Some(r), false) = (&sig.previous_secret_ref, secrets_found.is_empty())
+                        && let signing::Window::Open(until) =
+                            signing::window(sig, k8s_openapi::jiff::Timestamp::now())
+                    {
+                        match secret_value(&r.name, r.key.as_deref().unwrap_or("secret")) {
+                            Ok(s) => {
+                                secrets_found.push(s);
+                                previous_until = Some(signing::end_unix(until));
+                            }
+                            Err(reason) => source_notes
+                                .notes
+                                .push(format!("signature.previousSecretRef: {reason}")),
+                        }
+                    }
                     if !verify::is_implemented(sig.scheme) {
                         source_notes.notes.push(format!(
                             "signature type {scheme} cannot be verified by this version (issue #6): every request is answered 401; run with --insecure-skip-signatures to try the mappings without verification"
@@ -322,7 +340,7 @@ impl Loader {
                     Some(RouteSignature {
                         scheme: sig.scheme,
                         secrets: secrets_found,
-                        previous_until: None,
+                        previous_until,
                         tolerance_seconds: sig
                             .tolerance
                             .as_deref()

@@ -344,3 +344,93 @@ async fn suggest_from_a_running_standalones_status_proposes_an_applicable_mappin
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no source \"nope\""));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_declared_signing_secret_rotation_window_holds_in_standalone_until_its_end() {
+    let dir = std::env::temp_dir().join(format!("hookgate-rotation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ends = k8s_openapi::jiff::Timestamp::now().as_second() + 4;
+    let ends = k8s_openapi::jiff::Timestamp::from_second(ends).unwrap();
+    std::fs::write(
+        dir.join("source.yaml"),
+        format!(
+            r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {{name: gh}}
+spec:
+  signature:
+    type: github
+    secretRef: {{name: signing-new}}
+    previousSecretRef: {{name: signing-old}}
+    previousSecretExpiresAt: "{ends}"
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: signing-new}}
+stringData: {{secret: new-standalone-secret}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: signing-old}}
+stringData: {{secret: old-standalone-secret}}
+---
+apiVersion: hookgate.dev/v1alpha1
+kind: Mapping
+metadata: {{name: gh-push}}
+spec:
+  sourceRef: {{name: gh}}
+  event: {{name: Push, externalId: "{{{{sender}}}}"}}
+"#
+        ),
+    )
+    .unwrap();
+    let sa = Standalone::start(&dir, &[]);
+    let (addr, _) = sa.addresses().await;
+    let path = sa.path_of("gh").await;
+    let body = r#"{"sender":"octocat"}"#;
+    let post = |secret: &'static str| {
+        let path = path.clone();
+        async move {
+            let headers = hookgate::ingest::verify::sign(&hookgate::ingest::verify::SignRequest {
+                scheme: hookgate::api::webhook_source::SignatureScheme::Github,
+                secret,
+                body: body.as_bytes(),
+                now_unix: 0,
+                message_id: "",
+                header: None,
+                algorithm: None,
+                encoding: None,
+                prefix: None,
+            })
+            .unwrap();
+            let (name, value) = &headers[0];
+            let headers = [
+                ("content-type", "application/json"),
+                (name.as_str(), value.as_str()),
+            ];
+            request(addr, "POST", &path, &headers, body.to_owned())
+                .await
+                .status
+        }
+    };
+    assert_eq!(post("new-standalone-secret").await, 200);
+    assert_eq!(
+        post("old-standalone-secret").await,
+        200,
+        "within the window"
+    );
+    assert!(
+        k8s_openapi::jiff::Timestamp::now() < ends,
+        "the window must still be open here"
+    );
+    // No reload, no file change: the window closes at its end by itself.
+    let refused_at = wait_for("the old secret refused", LIMIT, || async {
+        (post("old-standalone-secret").await == 401).then(k8s_openapi::jiff::Timestamp::now)
+    })
+    .await;
+    assert!(refused_at >= ends, "refused at {refused_at}, before {ends}");
+    assert_eq!(post("new-standalone-secret").await, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -61,6 +61,12 @@ pub fn window(signature: &Signature, now: Timestamp) -> Window {
     }
 }
 
+/// A window's end as the route carries it: unix seconds, rounded up because the ingest
+/// compares whole seconds and must not cut the window short.
+pub fn end_unix(until: Timestamp) -> i64 {
+    until.as_second() + i64::from(until.subsec_nanosecond() > 0)
+}
+
 /// What the signature step found.
 pub struct SigningOutcome {
     /// The secrets to publish; `None` withdraws the route (no usable current secret).
@@ -164,9 +170,7 @@ pub async fn resolve(
             match read(ns, previous.expect("an open window has a reference"), ctx).await? {
                 Ok(value) => {
                     route.secrets.push(value);
-                    // Rounded up: the ingest compares whole seconds and must not cut early.
-                    route.previous_until =
-                        Some(until.as_second() + i64::from(until.subsec_nanosecond() > 0));
+                    route.previous_until = Some(end_unix(until));
                     (
                         Verdict::ok(
                             SIGNATURE_READY,
