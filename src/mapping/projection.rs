@@ -20,7 +20,7 @@ use serde_json::{Map, Number, Value};
 
 use super::body::{BodyError, json_error, parse_json};
 use super::compile::CompiledMapping;
-use super::template::Path;
+use super::template::{Path, parse_index};
 
 /// The body paths a set of mappings reads, as a tree.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -69,9 +69,20 @@ impl Projection {
         }
     }
 
+    /// Adds one path, given as its keys (`["data", "object", "id"]`; array indexes as
+    /// numbers). The empty path keeps everything.
+    pub fn with_keys<'k>(mut self, keys: impl IntoIterator<Item = &'k str>) -> Self {
+        self.add_keys(keys);
+        self
+    }
+
     fn add(&mut self, path: &Path) {
+        self.add_keys(path.keys());
+    }
+
+    fn add_keys<'k>(&mut self, keys: impl IntoIterator<Item = &'k str>) {
         let mut node = &mut self.root;
-        for key in path.keys() {
+        for key in keys {
             if node.whole {
                 return;
             }
@@ -80,7 +91,7 @@ impl Projection {
                 None => {
                     node.children.push(Child {
                         key: key.into(),
-                        index: key.parse().ok().filter(|_| !key.starts_with('+')),
+                        index: parse_index(key),
                         node: Node::default(),
                     });
                     node.children.len() - 1

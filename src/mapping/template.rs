@@ -95,7 +95,7 @@ impl Segment {
 }
 
 /// RFC 6901 array indexes: digits without a leading zero (`0` itself excepted).
-fn parse_index(key: &str) -> Option<usize> {
+pub(crate) fn parse_index(key: &str) -> Option<usize> {
     let canonical = !key.is_empty()
         && key.bytes().all(|b| b.is_ascii_digit())
         && (key == "0" || !key.starts_with('0'));

@@ -1,0 +1,56 @@
+//! Parsing only what mappings read must never refuse a body a whole parse accepts, and must
+//! give the same value at every path it was asked for: the first line names the paths
+//! (`a.b.0,c`), the rest is the JSON body.
+#![no_main]
+
+use hookgate::mapping::{Projection, body::parse_json};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fn resolve<'v>(mut value: &'v Value, keys: &[&str]) -> Option<&'v Value> {
+    for key in keys {
+        value = match value {
+            Value::Object(map) => map.get(*key)?,
+            Value::Array(items) => items.get(index(key)?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// RFC 6901 array indexes, as templates read them: digits, no leading zero.
+fn index(key: &str) -> Option<usize> {
+    let canonical = !key.is_empty()
+        && key.bytes().all(|b| b.is_ascii_digit())
+        && (key == "0" || !key.starts_with('0'));
+    if canonical { key.parse().ok() } else { None }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+    let Ok(spec) = std::str::from_utf8(&data[..split]) else {
+        return;
+    };
+    let body = data.get(split + 1..).unwrap_or_default();
+    let paths: Vec<Vec<&str>> = spec
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split('.').collect())
+        .collect();
+    let projection = paths.iter().fold(Projection::default(), |p, keys| {
+        p.with_keys(keys.iter().copied())
+    });
+    let projected = projection.parse(body);
+    // A whole-parse refusal may still be accepted by the projection: it neither range-checks
+    // nor depth-limits what it skips.
+    if let Ok(whole) = parse_json(body) {
+        let projected = projected.expect("a body the whole parse accepts is accepted");
+        for keys in &paths {
+            assert_eq!(
+                resolve(&whole, keys),
+                resolve(&projected, keys),
+                "path {keys:?}"
+            );
+        }
+    }
+});
