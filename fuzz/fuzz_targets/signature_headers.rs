@@ -41,8 +41,16 @@ fuzz_target!(|data: &[u8]| {
         previous_until: None,
         tolerance_seconds: u64::from(selector >> 4) * 60,
         header: Some("x-signature".into()),
-        algorithm: Some(if selector & 8 == 0 { HmacAlgorithm::Sha256 } else { HmacAlgorithm::Sha1 }),
-        encoding: Some(if selector & 16 == 0 { SignatureEncoding::Hex } else { SignatureEncoding::Base64 }),
+        algorithm: Some(if selector & 8 == 0 {
+            HmacAlgorithm::Sha256
+        } else {
+            HmacAlgorithm::Sha1
+        }),
+        encoding: Some(if selector & 16 == 0 {
+            SignatureEncoding::Hex
+        } else {
+            SignatureEncoding::Base64
+        }),
         prefix: (selector & 32 != 0).then(|| "sha256=".into()),
     };
     let headers: [(&str, &str); 7] = [
