@@ -1,29 +1,43 @@
-# The hookgate image: one static binary (operator, ingest, crds, ...) on distroless, non-root.
-#   docker build -t ghcr.io/hookgate/hookgate:0.1.0 .
-# The chart's default image (charts/hookgate: image.repository / appVersion) is this one.
+# The hookgate image: one static binary (operator, ingest, crds, ...) FROM scratch, non-root.
 #
-# Not built or run here: the development machines and CI have no container engine. What is
-# checked is what the image runs: the same binary the tests build, under the chart's
-# restricted pod security (user 65532, read-only root filesystem) — which this image fits:
-# the binary writes no files and needs no shell.
+# What is built and tested is `scripts/build-image` (no container engine needed: cargo for the
+# static musl binary, crane to assemble and push; tests/image.rs runs the result). This file
+# describes the same image for those who build with Docker or BuildKit:
+#   docker build --build-arg REVISION=$(git rev-parse HEAD) -t REGISTRY/hookgate:0.1.0 .
+# Both lay out the filesystem with scripts/image-rootfs, so they hold the same files; the
+# config below (user, entrypoint, workdir, env, ports, labels) is the one build-image sets.
+# This Dockerfile itself has not been built here: the development machines and CI have no
+# container engine.
 
-# Builder: a static musl binary. ring (rustls' crypto) compiles C, hence musl-tools.
+# Builder: a static musl binary. ring (rustls' crypto) and mimalloc compile C, hence musl-gcc.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
+ && apt-get install -y --no-install-recommends musl-tools ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --locked --release --target x86_64-unknown-linux-musl --bin hookgate \
- && cp target/x86_64-unknown-linux-musl/release/hookgate /hookgate
+COPY scripts/image-rootfs ./scripts/image-rootfs
+RUN CC_x86_64_unknown_linux_musl=musl-gcc \
+    cargo build --locked --release --target x86_64-unknown-linux-musl --bin hookgate \
+ && scripts/image-rootfs /rootfs target/x86_64-unknown-linux-musl/release/hookgate
 
-# Runtime: no shell, no package manager; CA certificates for HTTPS sinks and the API server.
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /hookgate /usr/local/bin/hookgate
-# distroless' nonroot user; the chart's securityContext runs as the same id.
+# Runtime: no shell, no package manager, no libc; the nonroot user 65532 (the chart's
+# securityContext runs as the same id), CA certificates for HTTPS sinks.
+FROM scratch
+COPY --from=build /rootfs /
 USER 65532:65532
-EXPOSE 8080 8081 9090
+WORKDIR /home/nonroot
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+EXPOSE 8080/tcp 8081/tcp 9090/tcp
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="hookgate" \
+      org.opencontainers.image.description="Kubernetes operator that turns inbound webhooks into clean, identity-bearing events" \
+      org.opencontainers.image.source="https://github.com/hookgate/hookgate" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.revision="${REVISION}"
 ENTRYPOINT ["/usr/local/bin/hookgate"]
