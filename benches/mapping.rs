@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hookgate::api::mapping::MappingSpec;
 use hookgate::mapping::{
-    CompiledMapping, EventSource, Request, ShapeObserver, map_request, parse_body,
+    CompiledMapping, EventSource, Projection, Request, ShapeObserver, map_request, parse_body,
 };
 use jiff::Timestamp;
 
@@ -73,6 +73,12 @@ fn mapping(c: &mut Criterion) {
 
     group.bench_function("parse_body", |b| {
         b.iter(|| black_box(parse_body(Some("application/json"), black_box(STRIPE))))
+    });
+
+    // What the ingest does on most requests: only the paths the mapping reads.
+    let projection = Projection::of(&mappings);
+    group.bench_function("parse_projected", |b| {
+        b.iter(|| black_box(projection.parse(black_box(STRIPE))))
     });
 
     let mut shape = ShapeObserver::default();
