@@ -399,6 +399,9 @@ pub struct ObservedField {
     /// JSON types seen at this path: string, number, boolean, object, array, null.
     #[serde(default)]
     pub types: Vec<String>,
+    /// How often this path arrived (per array element for paths inside arrays): counted for a
+    /// source's first 64 bodies, then estimated from one body in 16, which the ingest parses
+    /// whole to learn the shape.
     #[serde(default)]
     pub seen: i64,
 }
