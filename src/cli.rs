@@ -58,6 +58,9 @@ pub enum Command {
     /// A paced load client: fixed request rate, latency percentiles from the scheduled send time.
     #[command(hide = true)]
     BenchLoad(crate::ingest::bare::LoadArgs),
+    /// Slow and abusive clients against an ingest while good senders post (scripts/abuse).
+    #[command(hide = true)]
+    BenchAbuse(crate::ingest::abuse::AbuseArgs),
     /// The no-loss ledger: recording senders, a recording receiver, reconciliation
     /// (scripts/ledger).
     #[command(hide = true)]
@@ -123,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Suggest(args) => crate::suggest::run(&args),
         Command::BenchLoad(args) => crate::ingest::bare::load(args),
         Command::BenchLedger(args) => crate::ingest::ledger::run(args),
+        Command::BenchAbuse(args) => crate::ingest::abuse::run(args),
         Command::BenchServer { listen } => {
             tokio_runtime()?.block_on(crate::ingest::bare::run(listen))
         }

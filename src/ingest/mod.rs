@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod abuse;
 pub mod admin;
 pub mod bare;
 pub mod cluster;
