@@ -30,6 +30,7 @@
 pub mod abuse;
 pub mod admin;
 pub mod bare;
+pub mod body;
 pub mod cluster;
 pub mod ledger;
 pub mod limits;

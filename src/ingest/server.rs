@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -23,6 +23,7 @@ use crate::api::webhook_source::ErrorStage;
 use crate::mapping::{self, BodyFormat, MappedEvent, Verdict};
 use crate::sink::Batch;
 
+use super::body::{BodyError, read_limited};
 use super::limits::Seen;
 use super::metrics::Outcome;
 use super::status::Count;
@@ -273,14 +274,11 @@ impl Ingest {
             );
         }
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
-        let collected = tokio::time::timeout(
-            self.config.body_read_timeout,
-            Limited::new(body, limit).collect(),
-        )
-        .await;
+        let collected =
+            tokio::time::timeout(self.config.body_read_timeout, read_limited(body, limit)).await;
         let raw = match collected {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Ok(Ok(raw)) => raw,
+            Ok(Err(BodyError::TooLarge)) => {
                 let (response, message) = too_large();
                 return refuse(
                     Outcome::TooLarge,
@@ -289,7 +287,7 @@ impl Ingest {
                     &message,
                 );
             }
-            Ok(Err(_)) => {
+            Ok(Err(BodyError::Unreadable)) => {
                 let message = "the request body could not be read";
                 let response = error(StatusCode::BAD_REQUEST, "body_unreadable", message);
                 return refuse(
