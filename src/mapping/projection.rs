@@ -371,6 +371,25 @@ event:
         );
     }
 
+    /// Found by the `projection` fuzz target: `00` is an object key to templates (RFC 6901),
+    /// so it must not shadow index 0 of an array.
+    #[test]
+    fn only_canonical_keys_are_array_indexes() {
+        let projection = Projection::default()
+            .with_keys(["00", "x"])
+            .with_keys(["0"]);
+        assert_eq!(
+            projection.parse(br#"[{"a": 1}, 2]"#).unwrap(),
+            json!([{"a": 1}])
+        );
+        assert_eq!(
+            projection
+                .parse(br#"{"00": {"x": 1, "y": 2}, "0": 3}"#)
+                .unwrap(),
+            json!({"00": {"x": 1}, "0": 3})
+        );
+    }
+
     #[test]
     fn unread_deep_nesting_is_skipped_without_overflow() {
         let narrow = Projection::of([&compile(STRIPE)]);
