@@ -672,10 +672,11 @@ pub async fn serve_limited<H, F>(
         let handler = handler.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // A served connection costs ~20 KB (hyper's buffers, and the request handler's
-            // future held inline in its dispatcher); one that has sent nothing yet waits on its
-            // bare socket in this small task instead, hence also the Box below (10,000 silent
-            // connections measured 231 MB of RSS without both). Same deadline as hyper's.
+            // hyper allocates its buffers, and holds the request handler's future inline, from
+            // its first poll; a connection that has sent nothing waits for its first byte on the
+            // bare socket instead, with the same deadline as hyper's header read. (Measured
+            // anyway: a silent connection still costs ~20 KB of RSS, so the connection cap is
+            // what bounds them; RELIABILITY.md.)
             if tokio::time::timeout(header_read_timeout, stream.readable())
                 .await
                 .is_err()
@@ -683,16 +684,21 @@ pub async fn serve_limited<H, F>(
                 drop(slot);
                 return;
             }
-            let service = hyper::service::service_fn(move |request| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
+            // Built in a block so that the connection, moved into the box, is not also kept in
+            // this task's own state (where every waiting connection would pay for it).
+            let served = {
+                let service = hyper::service::service_fn(move |request| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(request).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                Box::pin(watcher.watch(connection))
+            };
             // Client resets and header timeouts end here; nothing the operator can act on.
-            let _ = Box::pin(watcher.watch(connection)).await;
+            let _ = served.await;
             drop(slot);
         });
     }
