@@ -662,3 +662,55 @@ async fn get_on_a_webhook_url_is_405() {
     assert_error(&reply, 405, "method_not_allowed");
     assert_eq!(reply.header("allow"), Some("POST"));
 }
+
+/// After a source's first bodies the ingest parses only what the mappings read (whole parses
+/// are then a sample, for shape learning): the events must be the same either side of that.
+#[tokio::test]
+async fn events_do_not_change_once_bodies_are_parsed_only_where_mappings_read() {
+    let h = start(vec![route("shop", TOKEN)]).await;
+    let requests = 100;
+    for i in 0..requests {
+        let body = if i % 2 == 0 {
+            invoice(&format!("evt_{i}"))
+        } else {
+            json!({"kind": "batch", "noise": {"deep": [1, {"x": "y"}]}, "events": [
+                {"type": "Viewed", "id": format!("m-{i}-a"), "anonymous_id": format!("a-{i}")},
+                {"type": "Signed Up", "id": format!("m-{i}-b"), "anonymous_id": format!("b-{i}")}
+            ]})
+            .to_string()
+        };
+        let reply = post_json(h.ingest, &path(), &body).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text);
+        assert_eq!(reply.json()["status"], "delivered", "request {i}");
+    }
+    let lines = h.out.lines();
+    assert_eq!(lines.len(), 150);
+    let mut line = lines.iter();
+    for i in 0..requests {
+        if i % 2 == 0 {
+            let event = line.next().unwrap();
+            assert_eq!(event["id"], format!("evt_{i}"));
+            assert_eq!(event["type"], "Purchase");
+            assert_eq!(event["data"]["email"], "jane.doe@example.com");
+            assert_eq!(event["data"]["externalId"], "cus_42");
+            assert_eq!(event["data"]["properties"], json!({"amount": 2000}));
+        } else {
+            for (suffix, name, visitor) in [("a", "Viewed", "a"), ("b", "Signed Up", "b")] {
+                let event = line.next().unwrap();
+                assert_eq!(event["id"], format!("m-{i}-{suffix}"));
+                assert_eq!(event["type"], name);
+                assert_eq!(event["data"]["visitorId"], format!("{visitor}-{i}"));
+            }
+        }
+    }
+    let status = status_of(&h, "shop").await;
+    assert_eq!(status["counters"]["received"], requests);
+    assert!(
+        status["observedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "{{noise.deep.0.x}}"),
+        "{status}"
+    );
+}
