@@ -15,6 +15,8 @@ use anyhow::Context as _;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::bare::read_response;
 use tokio::time::Instant;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -376,44 +378,6 @@ async fn good_connection(
         }
     }
     good
-}
-
-/// Reads one response (head, then Content-Length bytes of body); returns its status.
-async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<u16> {
-    buffer.clear();
-    let (head_len, body_len) = loop {
-        if stream.read_buf(buffer).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            ));
-        }
-        if let Some(head) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let text = String::from_utf8_lossy(&buffer[..head]).to_ascii_lowercase();
-            let length = text
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            break (head + 4, length);
-        }
-    };
-    while buffer.len() < head_len + body_len {
-        if stream.read_buf(buffer).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the server closed the connection mid-response",
-            ));
-        }
-    }
-    let status = buffer
-        .get(9..12)
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    // Keep whatever followed (nothing, without pipelining).
-    buffer.drain(..head_len + body_len);
-    Ok(status)
 }
 
 async fn attack(args: &AbuseArgs, good_path: &str, stats: Arc<AttackStats>, stop: Instant) {

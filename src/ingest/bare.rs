@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Response;
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
@@ -155,7 +156,7 @@ async fn connection(
     measure_from: tokio::time::Instant,
     end: tokio::time::Instant,
 ) -> anyhow::Result<Samples> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(authority).await?;
     stream.set_nodelay(true)?;
     let mut samples = Samples::default();
@@ -165,37 +166,58 @@ async fn connection(
         tokio::time::sleep_until(scheduled).await;
         let sent = tokio::time::Instant::now();
         stream.write_all(request).await?;
-        buffer.clear();
-        // Read the head, then as much body as Content-Length says.
-        let (head_len, body_len) = loop {
-            if stream.read_buf(&mut buffer).await? == 0 {
-                anyhow::bail!("the server closed the connection");
-            }
-            if let Some(head) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head_text = String::from_utf8_lossy(&buffer[..head]).to_ascii_lowercase();
-                let length = head_text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                break (head + 4, length);
-            }
-        };
-        while buffer.len() < head_len + body_len {
-            if stream.read_buf(&mut buffer).await? == 0 {
-                anyhow::bail!("the server closed the connection mid-response");
-            }
-        }
+        let status = read_response(&mut stream, &mut buffer).await?;
         let done = tokio::time::Instant::now();
         if scheduled >= measure_from {
             let micros = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
             samples.scheduled.push(micros(done - scheduled));
             samples.service.push(micros(done - sent));
-            if !buffer.starts_with(b"HTTP/1.1 200") {
+            if status != 200 {
                 samples.not_ok += 1;
             }
         }
         scheduled += interval;
     }
     Ok(samples)
+}
+
+/// Reads one response (head, then Content-Length bytes of body); returns its status.
+pub(super) async fn read_response(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    buffer.clear();
+    let (head_len, body_len) = loop {
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
+        }
+        if let Some(head) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&buffer[..head]).to_ascii_lowercase();
+            let length = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (head + 4, length);
+        }
+    };
+    while buffer.len() < head_len + body_len {
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection mid-response",
+            ));
+        }
+    }
+    let status = buffer
+        .get(9..12)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // Keep whatever followed (nothing, without pipelining).
+    buffer.drain(..head_len + body_len);
+    Ok(status)
 }
