@@ -329,7 +329,7 @@ impl Ingest {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let body = match parse_body(route, content_type, &raw) {
+        let body = match parse_body(route, content_type, &raw, now) {
             Ok(body) => body,
             Err(e) => {
                 let message = e.to_string();
@@ -537,6 +537,7 @@ fn parse_body(
     route: &LiveRoute,
     content_type: Option<&str>,
     raw: &[u8],
+    now: Timestamp,
 ) -> Result<serde_json::Value, mapping::BodyError> {
     let status = &route.state.status;
     match mapping::detect_format(content_type, raw)? {
@@ -546,7 +547,7 @@ fn parse_body(
             Ok(body)
         }
         BodyFormat::Json => {
-            if let Some(weight) = status.shape_sample()
+            if let Some(weight) = status.shape_sample(now)
                 && let Ok(whole) = mapping::body::parse_json(raw)
             {
                 status.observe_sampled(&whole, weight);

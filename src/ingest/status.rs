@@ -29,12 +29,15 @@ pub struct SourceStatus {
     version: AtomicU64,
     /// Bodies offered for shape learning, for [`SourceStatus::shape_sample`].
     bodies: AtomicU64,
+    /// `bodies` when the last sample was taken, and the sampling tick it was taken in.
+    sampled_body: AtomicU64,
+    sampled_tick: AtomicU64,
 }
 
 /// Every body is learned until this many have arrived.
 pub const SHAPE_EVERY_BODY: u64 = 64;
-/// Then one body in this many.
-pub const SHAPE_SAMPLE: u64 = 16;
+/// Then at most this many bodies a second per source.
+pub const SHAPE_SAMPLES_PER_SECOND: u64 = 100;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -106,6 +109,8 @@ impl Default for SourceStatus {
             inner: Mutex::new(Inner::default()),
             version: AtomicU64::new(0),
             bodies: AtomicU64::new(0),
+            sampled_body: AtomicU64::new(0),
+            sampled_tick: AtomicU64::new(0),
         }
     }
 }
@@ -152,17 +157,26 @@ impl SourceStatus {
 
     /// Whether this request's body should be parsed whole for shape learning, and how many
     /// bodies it then stands for. The first [`SHAPE_EVERY_BODY`] bodies are all learned; after
-    /// that one in [`SHAPE_SAMPLE`]: a whole parse costs as much as the rest of the request,
-    /// and the shape of a busy source is long known by then.
-    pub fn shape_sample(&self) -> Option<u64> {
-        let n = self.bodies.fetch_add(1, Ordering::Relaxed);
-        if n < SHAPE_EVERY_BODY {
-            Some(1)
-        } else if n.is_multiple_of(SHAPE_SAMPLE) {
-            Some(SHAPE_SAMPLE)
-        } else {
-            None
+    /// that at most [`SHAPE_SAMPLES_PER_SECOND`], each standing for the bodies since the one
+    /// before. A whole parse costs as much as the rest of the request: with a fixed one-in-N
+    /// rate it was still a twentieth of a busy ingest's CPU, while a source sending fewer than
+    /// a hundred bodies a second (where a rare field takes longest to show) is learned whole.
+    pub fn shape_sample(&self, now: Timestamp) -> Option<u64> {
+        let n = self.bodies.fetch_add(1, Ordering::Relaxed) + 1;
+        let tick =
+            u64::try_from(now.as_millisecond()).unwrap_or(0) / (1000 / SHAPE_SAMPLES_PER_SECOND);
+        let last = self.sampled_tick.load(Ordering::Relaxed);
+        // Of concurrent requests in a new tick, only the one that moves the tick samples.
+        let claimed = tick != last
+            && self
+                .sampled_tick
+                .compare_exchange(last, tick, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if !claimed && n > SHAPE_EVERY_BODY {
+            return None;
         }
+        let previous = self.sampled_body.swap(n, Ordering::Relaxed);
+        Some(n.saturating_sub(previous).max(1))
     }
 
     /// Learns the shape of a sampled body standing for `weight` bodies.
@@ -366,6 +380,30 @@ mod tests {
         assert_eq!(mask("x@localhost"), "x***@l***");
         assert_eq!(mask("cus_9Xk2"), "c***");
         assert_eq!(mask(""), "***");
+    }
+
+    #[test]
+    fn shape_samples_every_body_then_at_most_one_per_tick_standing_for_those_skipped() {
+        let status = SourceStatus::default();
+        let t = Timestamp::from_second(1_700_000_000).expect("valid time");
+        let weights: Vec<Option<u64>> = (0..SHAPE_EVERY_BODY + 30)
+            .map(|_| status.shape_sample(t))
+            .collect();
+        assert!(
+            weights[..SHAPE_EVERY_BODY as usize]
+                .iter()
+                .all(|w| *w == Some(1))
+        );
+        // The first body of the tick claimed it; the rest of this tick is skipped.
+        assert!(
+            weights[SHAPE_EVERY_BODY as usize..]
+                .iter()
+                .all(Option::is_none)
+        );
+        let tick = jiff::SignedDuration::from_millis((1000 / SHAPE_SAMPLES_PER_SECOND) as i64);
+        let next = t.checked_add(tick).expect("in range");
+        assert_eq!(status.shape_sample(next), Some(31));
+        assert_eq!(status.shape_sample(next), None);
     }
 
     #[test]
