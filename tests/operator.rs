@@ -709,6 +709,106 @@ async fn an_invalid_mapping_reports_the_position_and_recovers_when_fixed() {
     .await;
 }
 
+/// The operator reads sources, mappings and its token Secrets from its watches, not the API
+/// server. That must not cost correctness: a mapping created with its source reaches the route,
+/// a deleted one leaves it (its Delete event is all that tells the source), and a token Secret
+/// the label-selected watch cannot see is adopted with its token, not replaced. And a source
+/// created with its mapping records one Event (TokenCreated), not one per object and step.
+#[tokio::test]
+async fn reads_served_from_the_watches_stay_correct_and_creation_records_one_event() {
+    let w = World::new().await;
+    // From before the label existed, or hand-made: invisible to the watch.
+    w.create(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: kept-webhook-token}
+stringData: {token: kept-token-0123456789}
+"#,
+    )
+    .await;
+    let _operator = w.operator("a");
+    w.create(SOURCE).await;
+    w.create(MAPPING).await;
+    w.create(
+        r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: kept}
+spec:
+  displayName: Kept
+"#,
+    )
+    .await;
+
+    w.wait_route("shop", "route carries the mapping created with it", |r| {
+        r.mappings.len() == 1
+    })
+    .await;
+    support::wait_for(
+        &w.mappings(),
+        "shop-orders",
+        30,
+        "mapping Ready",
+        |m: &Mapping| {
+            is_ready(
+                m.status.as_ref().map(|s| s.conditions.as_slice()),
+                m.metadata.generation,
+            )
+        },
+    )
+    .await;
+
+    w.ready_source("kept").await;
+    assert_eq!(w.token("kept").await, "kept-token-0123456789");
+    assert_eq!(
+        w.route("kept").await.tokens[0].sha256,
+        token_sha256_hex("kept-token-0123456789")
+    );
+    let adopted = w.secrets().get("kept-webhook-token").await.unwrap();
+    assert_eq!(
+        adopted
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("hookgate"),
+        "labelled, so the watch sees it from now on"
+    );
+
+    w.mappings()
+        .delete("shop-orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    w.wait_route("shop", "route drops the deleted mapping", |r| {
+        r.mappings.is_empty()
+    })
+    .await;
+    support::wait_for(
+        &w.sources(),
+        "shop",
+        30,
+        "status lists no mapping",
+        |s: &WebhookSource| s.status.as_ref().is_some_and(|st| st.mappings.is_empty()),
+    )
+    .await;
+
+    // Checked after the source's later reconcile (the mapping's deletion), which cannot start
+    // before its first one, Events included, was done.
+    let reasons = |events: Vec<Event>| -> Vec<String> {
+        events.into_iter().filter_map(|e| e.reason).collect()
+    };
+    assert_eq!(reasons(w.events_for("shop").await), ["TokenCreated"]);
+    assert_eq!(
+        reasons(w.events_for("shop-orders").await),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        reasons(w.events_for("kept").await),
+        Vec::<String>::new(),
+        "an adopted token is not a created one"
+    );
+}
+
 #[tokio::test]
 async fn of_two_operators_only_the_leader_acts_and_the_other_takes_over() {
     let w = World::new().await;

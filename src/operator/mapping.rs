@@ -24,31 +24,40 @@ pub async fn reconcile(mapping: Arc<Mapping>, ctx: Arc<Context>) -> Result<Actio
     let source_name = &mapping.spec.source_ref.name;
 
     let compiled = CompiledMapping::compile(&name, &mapping.spec);
-    let source = Api::<WebhookSource>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(source_name)
-        .await
-        .map_err(Error::GetSource)?
+    // From the source watch's store, which is fed before it triggers this reconcile on a
+    // source's change. A source it does not show is asked of the API server: it may have been
+    // created a moment before this mapping and its event still be on the way, and answering
+    // SourceNotFound for it would cost a status write and a Warning now and again on its
+    // arrival. A source that really is missing costs that read on each change of the mapping.
+    let source_exists = match ctx.caches.source(&ns, source_name) {
         // A source being deleted counts as gone: its final removal is not a generation change,
         // so this reconcile (triggered by the deletion timestamp) is the last one it causes.
-        .filter(|s| s.meta().deletion_timestamp.is_none());
+        Some(cached) => cached.meta().deletion_timestamp.is_none(),
+        None => Api::<WebhookSource>::namespaced(ctx.client.clone(), &ns)
+            .get_metadata_opt(source_name)
+            .await
+            .map_err(Error::GetSource)?
+            .is_some_and(|s| s.metadata.deletion_timestamp.is_none()),
+    };
 
-    let source_found = match &source {
-        Some(_) => Verdict::ok(
+    let source_found = if source_exists {
+        Verdict::ok(
             SOURCE_FOUND,
             "SourceFound",
             format!("WebhookSource {source_name} exists"),
-        ),
-        None => Verdict::fail(
+        )
+    } else {
+        Verdict::fail(
             SOURCE_FOUND,
             "SourceNotFound",
             format!("WebhookSource {source_name} not found in namespace {ns}"),
-        ),
+        )
     };
-    let ready = match (&compiled, &source) {
+    let ready = match (&compiled, source_exists) {
         // The compile error carries the field and the position in the template.
         (Err(errors), _) => Verdict::fail(READY, "InvalidTemplate", errors.to_string()),
-        (Ok(_), None) => Verdict::fail(READY, "SourceNotFound", source_found.message.clone()),
-        (Ok(_), Some(_)) => Verdict::ok(
+        (Ok(_), false) => Verdict::fail(READY, "SourceNotFound", source_found.message.clone()),
+        (Ok(_), true) => Verdict::ok(
             READY,
             "Compiled",
             format!("attached to WebhookSource {source_name}"),
@@ -86,8 +95,13 @@ pub async fn reconcile(mapping: Arc<Mapping>, ctx: Arc<Context>) -> Result<Actio
             .map_err(Error::PatchStatus)?;
     }
 
-    if conditions::is_true(&existing.conditions, READY) != Some(ready.ok)
-        || existing.observed_generation != generation
+    // An Event for a failure, a flip, or an edit's outcome; not for a new mapping that compiled
+    // and found its source (its Ready condition says so), which was one of three Events per
+    // source and mapping created.
+    let was_ready = conditions::is_true(&existing.conditions, READY);
+    let first = existing.observed_generation.is_none() && was_ready.is_none();
+    if (was_ready != Some(ready.ok) || existing.observed_generation != generation)
+        && !(first && ready.ok)
     {
         let type_ = if ready.ok {
             EventType::Normal

@@ -4,7 +4,9 @@
 //! - [`source`]: where the token is created and rotated and the route is published.
 //! - [`mapping`]: where a Mapping is compiled and its errors reported.
 //! - [`ingest`]: the ingest Deployment and Service.
+//! - [`cache`]: the watches' stores the reconciles read instead of the API server.
 
+pub mod cache;
 pub mod conditions;
 pub mod ingest;
 pub mod mapping;
@@ -26,6 +28,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{error, info, warn};
@@ -121,6 +124,14 @@ pub struct Context {
     pub metrics: metrics::Metrics,
     /// Digest of the route last published per source, so an unchanged route costs no write.
     pub published: Mutex<HashMap<(String, String), String>>,
+    pub caches: cache::Caches,
+}
+
+/// The writing ends of the stores in [`cache::Caches`], handed to the watches.
+struct Writers {
+    sources: Writer<DeserializeGuard<WebhookSource>>,
+    mappings: Writer<DeserializeGuard<Mapping>>,
+    token_secrets: Writer<Secret>,
 }
 
 /// One variant per call site; `category` is the bounded label for metrics.
@@ -136,8 +147,8 @@ pub enum Error {
     ReplaceSecret(#[source] kube::Error),
     #[error("reading the sink's Service: {0}")]
     GetService(#[source] kube::Error),
-    #[error("listing Mappings: {0}")]
-    ListMappings(#[source] kube::Error),
+    #[error("adding the finalizer: {0}")]
+    AddFinalizer(#[source] kube::Error),
     #[error("reading the WebhookSource: {0}")]
     GetSource(#[source] kube::Error),
     #[error("publishing the route: {0}")]
@@ -162,10 +173,8 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::MissingNamespace | Error::InvalidObject(_) => "invalid",
-            Error::GetSecret(_)
-            | Error::GetService(_)
-            | Error::ListMappings(_)
-            | Error::GetSource(_) => "read",
+            Error::GetSecret(_) | Error::GetService(_) | Error::GetSource(_) => "read",
+            Error::AddFinalizer(_) => "finalizer",
             Error::CreateSecret(_) | Error::ReplaceSecret(_) => "token",
             Error::PublishRoute(_) | Error::DeleteRoute(_) => "route",
             Error::PatchStatus(_) => "status",
@@ -203,6 +212,9 @@ impl Error {
             | Error::PatchStatus(e)
             | Error::PublishRoute(e)
             | Error::CreateSecret(e) => e,
+            // A failed test: the finalizer list changed under the patch.
+            Error::AddFinalizer(kube::Error::Api(s)) if s.code == 422 => return true,
+            Error::AddFinalizer(e) => e,
             _ => return false,
         };
         matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 429)
@@ -248,6 +260,16 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     info!(%identity, "became the leader");
     metrics.leader.set(1);
 
+    let writers = Writers {
+        sources: Writer::default(),
+        mappings: Writer::default(),
+        token_secrets: Writer::default(),
+    };
+    let caches = cache::Caches::new(
+        writers.sources.as_reader(),
+        writers.mappings.as_reader(),
+        writers.token_secrets.as_reader(),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -260,6 +282,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         metrics,
         args,
         published: Mutex::new(HashMap::new()),
+        caches,
     });
 
     let lost = async move {
@@ -271,7 +294,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     };
 
     tokio::select! {
-        _ = run_controllers(ctx.clone()) => {
+        _ = run_controllers(ctx.clone(), writers) => {
             info!("controllers stopped");
         }
         _ = lost => {
@@ -287,7 +310,7 @@ fn hostname() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "hookgate-operator".into())
 }
 
-async fn run_controllers(ctx: Arc<Context>) {
+async fn run_controllers(ctx: Arc<Context>, writers: Writers) {
     let client = ctx.client.clone();
     let args = &ctx.args;
 
@@ -307,62 +330,96 @@ async fn run_controllers(ctx: Arc<Context>) {
         });
     }
 
-    let sources = watch_api::<DeserializeGuard<WebhookSource>>(&client, args);
-    let mappings_api = watch_api::<DeserializeGuard<Mapping>>(&client, args);
-    let token_secrets = watch_api::<Secret>(&client, args);
+    // One watch per kind, each feeding the store the reconciles read and then the controllers
+    // it triggers (see `cache`): sources → the source controller and, on spec changes, their
+    // mappings; mappings → the mapping controller and their source; token Secrets → their
+    // source.
+    let (to_source_controller, source_events) = cache::channel();
+    let (to_mappings_of_source, source_changes) = cache::channel();
+    let (to_mapping_controller, mapping_events) = cache::channel();
+    let (to_source_of_mapping, mapping_changes) = cache::channel();
+    let (to_owner, token_secret_changes) = cache::channel();
+    let watches = futures::future::join3(
+        cache::watch_into(
+            watch_api::<DeserializeGuard<WebhookSource>>(&client, args),
+            watcher::Config::default().any_semantic(),
+            writers.sources,
+            vec![to_source_controller, to_mappings_of_source],
+        ),
+        cache::watch_into(
+            watch_api::<DeserializeGuard<Mapping>>(&client, args),
+            watcher::Config::default().any_semantic(),
+            writers.mappings,
+            vec![to_mapping_controller, to_source_of_mapping],
+        ),
+        cache::watch_into(
+            watch_api::<Secret>(&client, args),
+            watcher::Config::default()
+                .any_semantic()
+                .labels(cache::TOKEN_SECRET_SELECTOR),
+            writers.token_secrets,
+            vec![to_owner],
+        ),
+    );
 
     // A Mapping change re-reconciles its source, so the route follows the mapping.
-    let source_controller = Controller::new(sources, watcher::Config::default().any_semantic())
-        .owns(
-            token_secrets,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=hookgate"),
-        )
-        .watches(
-            mappings_api.clone(),
-            watcher::Config::default(),
-            |m: DeserializeGuard<Mapping>| {
-                let ns = m.namespace();
-                m.0.ok().map(|m| {
-                    ObjectRef::new(&m.spec.source_ref.name)
-                        .within(ns.as_deref().unwrap_or_default())
-                })
-            },
-        )
-        .shutdown_on_signal()
-        .run(reconcile_source, error_policy_source, ctx.clone())
-        .for_each(|result| report(result, "WebhookSource"));
+    let source_controller =
+        Controller::for_stream(cache::applied(source_events), ctx.caches.sources.clone())
+            .owns_stream(cache::touched(token_secret_changes))
+            .watches_stream(
+                cache::touched(mapping_changes),
+                |m: DeserializeGuard<Mapping>| {
+                    let ns = m.namespace();
+                    m.0.ok().map(|m| {
+                        ObjectRef::new(&m.spec.source_ref.name)
+                            .within(ns.as_deref().unwrap_or_default())
+                    })
+                },
+            )
+            .shutdown_on_signal()
+            .run(reconcile_source, error_policy_source, ctx.clone())
+            .for_each(|result| report(result, "WebhookSource"));
 
     // A source appearing or going away re-reconciles the mappings that name it (SourceFound).
-    let mapping_controller =
-        Controller::new(mappings_api, watcher::Config::default().any_semantic());
-    let mapping_store = mapping_controller.store();
     // Only spec changes of a source matter to its mappings; the ingest's frequent status
     // writes must not re-reconcile every mapping.
-    let source_changes = watcher(
-        watch_api::<DeserializeGuard<WebhookSource>>(&client, args),
-        watcher::Config::default(),
-    )
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
-    let mapping_controller = mapping_controller
-        .watches_stream(source_changes, move |s: DeserializeGuard<WebhookSource>| {
-            let ns = s.namespace();
-            let name = s.name_any();
-            mapping_store
-                .state()
-                .into_iter()
-                .filter(|m| {
-                    m.namespace() == ns
-                        && m.0.as_ref().is_ok_and(|m| m.spec.source_ref.name == name)
-                })
-                .map(|m| ObjectRef::from_obj(m.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .shutdown_on_signal()
-        .run(reconcile_mapping, error_policy_mapping, ctx.clone())
-        .for_each(|result| report(result, "Mapping"));
+    let mapping_store = ctx.caches.mappings.clone();
+    let mapping_controller =
+        Controller::for_stream(cache::applied(mapping_events), ctx.caches.mappings.clone())
+            .watches_stream(
+                cache::touched(source_changes)
+                    .predicate_filter(predicates::generation, Default::default()),
+                move |s: DeserializeGuard<WebhookSource>| {
+                    let ns = s.namespace();
+                    let name = s.name_any();
+                    mapping_store
+                        .state()
+                        .into_iter()
+                        .filter(|m| {
+                            m.namespace() == ns
+                                && m.0.as_ref().is_ok_and(|m| m.spec.source_ref.name == name)
+                        })
+                        .map(|m| ObjectRef::from_obj(m.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .shutdown_on_signal()
+            .run(reconcile_mapping, error_policy_mapping, ctx.clone())
+            .for_each(|result| report(result, "Mapping"));
 
-    tokio::join!(source_controller, mapping_controller);
+    let controllers = async {
+        // Every store is complete before any reconcile reads one. Waited for here, by one
+        // waiter at a time: a store's readiness wakes only the last of several concurrent
+        // waiters (kube-runtime's `DelayedInit` keeps one waker), and reconciles that each
+        // waited for the stores themselves hung forever when two waited at once.
+        ctx.caches.ready().await;
+        futures::future::join(source_controller, mapping_controller).await
+    };
+    // The watches never end by themselves; the controllers do, on a signal.
+    tokio::select! {
+        _ = controllers => {}
+        _ = watches => {}
+    }
 }
 
 async fn report<T: std::fmt::Debug, E: std::fmt::Display>(
