@@ -1,6 +1,8 @@
 //! Parsing only what mappings read must never refuse a body a whole parse accepts, and must
 //! give the same value at every path it was asked for: the first line names the paths
-//! (`a.b.0,c`), the rest is the JSON body.
+//! (`a.b.0,c`), the rest is the JSON body. The byte scanner behind `Projection::parse` must
+//! also build exactly what the serde_json-driven projection builds, and accept nothing it
+//! refuses.
 #![no_main]
 
 use hookgate::mapping::{Projection, body::parse_json};
@@ -41,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         p.with_keys(keys.iter().copied())
     });
     let projected = projection.parse(body);
+    assert_eq!(projected, projection.parse_serde(body), "scanner and serde_json differ");
     // A whole-parse refusal may still be accepted by the projection: it neither range-checks
     // nor depth-limits what it skips.
     if let Ok(whole) = parse_json(body) {

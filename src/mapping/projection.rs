@@ -110,7 +110,33 @@ impl Projection {
 
     /// Parses JSON keeping only the projected paths; the same errors as a full parse for
     /// malformed JSON. An empty body is an empty object, as in [`parse_json`].
+    ///
+    /// A byte scanner ([`Scan`]) does the work: it matches keys as bytes and skips unread
+    /// values without decoding them. When it finds anything it would have to report, the
+    /// body is parsed again by [`Projection::parse_serde`], so errors (and their positions)
+    /// are serde_json's, and where the two could ever disagree serde_json's answer stands.
     pub fn parse(&self, body: &[u8]) -> Result<Value, BodyError> {
+        if self.root.whole || body.iter().all(u8::is_ascii_whitespace) {
+            return parse_json(body);
+        }
+        let mut scan = Scan {
+            bytes: body,
+            pos: 0,
+            frames: Vec::new(),
+        };
+        match scan
+            .value(&self.root, 0)
+            .and_then(|value| scan.end().map(|()| value))
+        {
+            Ok(value) => Ok(value),
+            Err(Invalid) => self.parse_serde(body),
+        }
+    }
+
+    /// [`Projection::parse`] through serde_json's deserializer: the reference the scanner is
+    /// checked against (fuzz target `projection`), and the source of its error messages.
+    #[doc(hidden)]
+    pub fn parse_serde(&self, body: &[u8]) -> Result<Value, BodyError> {
         if self.root.whole || body.iter().all(u8::is_ascii_whitespace) {
             return parse_json(body);
         }
@@ -121,6 +147,324 @@ impl Projection {
             .map_err(json_error)?;
         Ok(value)
     }
+}
+
+/// The scanner found something serde_json may refuse; [`Projection::parse_serde`] decides.
+struct Invalid;
+
+/// serde_json refuses a body nested this deep (its recursion limit of 128 containers); the
+/// scanner leaves such bodies to it rather than count exactly as it does.
+const MAX_DEPTH: usize = 120;
+
+/// A validating JSON scanner over the body's bytes that builds only the projected values.
+/// It accepts what serde_json's `IgnoredAny` accepts in skipped values (strings are checked
+/// for control characters and escapes, not for UTF-8, as there) and decodes keys at projected
+/// levels and kept values through serde_json or `str::from_utf8`, which check UTF-8.
+struct Scan<'b> {
+    bytes: &'b [u8],
+    pos: usize,
+    /// Open containers of the value being skipped (`{` or `[`).
+    frames: Vec<u8>,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Result<(), Invalid> {
+        self.whitespace();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    fn end(&mut self) -> Result<(), Invalid> {
+        self.whitespace();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// The value at the cursor, as `node` wants it; `depth` containers enclose it.
+    fn value(&mut self, node: &Node, depth: usize) -> Result<Value, Invalid> {
+        self.whitespace();
+        match self.peek() {
+            Some(b'{') if !node.whole => self.object(node, depth + 1),
+            Some(b'[') if !node.whole => self.array(node, depth + 1),
+            _ => {
+                let start = self.pos;
+                let nesting = self.skip()?;
+                if depth + nesting > MAX_DEPTH {
+                    return Err(Invalid);
+                }
+                kept(&self.bytes[start..self.pos])
+            }
+        }
+    }
+
+    fn object(&mut self, node: &Node, depth: usize) -> Result<Value, Invalid> {
+        if depth > MAX_DEPTH {
+            return Err(Invalid);
+        }
+        self.pos += 1;
+        let mut map = Map::new();
+        self.whitespace();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(map));
+        }
+        loop {
+            self.eat(b'"')?;
+            let start = self.pos;
+            let escaped = self.string()?;
+            let raw = &self.bytes[start..self.pos - 1];
+            let key: Cow<'_, str> = if escaped {
+                let quoted = &self.bytes[start - 1..self.pos];
+                Cow::Owned(serde_json::from_slice::<String>(quoted).map_err(|_| Invalid)?)
+            } else {
+                Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| Invalid)?)
+            };
+            self.eat(b':')?;
+            match node.children.iter().find(|c| *c.key == *key) {
+                Some(child) => {
+                    let value = self.value(&child.node, depth)?;
+                    map.insert(key.into_owned(), value);
+                }
+                None => {
+                    self.whitespace();
+                    if depth + self.skip()? > MAX_DEPTH {
+                        return Err(Invalid);
+                    }
+                }
+            }
+            self.whitespace();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Object(map));
+                }
+                _ => return Err(Invalid),
+            }
+        }
+    }
+
+    fn array(&mut self, node: &Node, depth: usize) -> Result<Value, Invalid> {
+        if depth > MAX_DEPTH {
+            return Err(Invalid);
+        }
+        self.pos += 1;
+        let wanted = node.children.iter().filter_map(|c| c.index).max();
+        let mut items = Vec::new();
+        self.whitespace();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        let mut index = 0;
+        loop {
+            match node.children.iter().find(|c| c.index == Some(index)) {
+                Some(child) => items.push(self.value(&child.node, depth)?),
+                None => {
+                    self.whitespace();
+                    if depth + self.skip()? > MAX_DEPTH {
+                        return Err(Invalid);
+                    }
+                    // Placeholders keep later elements at their index; none after the last
+                    // read one.
+                    if wanted.is_some_and(|w| index < w) {
+                        items.push(Value::Null);
+                    }
+                }
+            }
+            index += 1;
+            self.whitespace();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(Invalid),
+            }
+        }
+    }
+
+    /// Skips one value (the cursor on its first byte), checking its syntax as serde_json's
+    /// `IgnoredAny` does; returns how many containers deep it nests. Iterative, so a body of
+    /// nested brackets cannot overflow the stack.
+    fn skip(&mut self) -> Result<usize, Invalid> {
+        self.frames.clear();
+        let mut deepest = 0;
+        loop {
+            // One value.
+            match self.peek().ok_or(Invalid)? {
+                b'"' => {
+                    self.pos += 1;
+                    self.string()?;
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                open @ (b'{' | b'[') => {
+                    self.pos += 1;
+                    self.frames.push(open);
+                    deepest = deepest.max(self.frames.len());
+                    self.whitespace();
+                    let close = if open == b'{' { b'}' } else { b']' };
+                    if self.peek() == Some(close) {
+                        self.pos += 1;
+                        self.frames.pop();
+                    } else {
+                        if open == b'{' {
+                            self.member_key()?;
+                        }
+                        self.whitespace();
+                        continue;
+                    }
+                }
+                _ => return Err(Invalid),
+            }
+            // After a value: close containers until a comma starts the next value.
+            loop {
+                let Some(&frame) = self.frames.last() else {
+                    return Ok(deepest);
+                };
+                self.whitespace();
+                match (self.peek(), frame) {
+                    (Some(b','), _) => {
+                        self.pos += 1;
+                        if frame == b'{' {
+                            self.member_key()?;
+                        }
+                        self.whitespace();
+                        break;
+                    }
+                    (Some(b'}'), b'{') | (Some(b']'), b'[') => {
+                        self.pos += 1;
+                        self.frames.pop();
+                    }
+                    _ => return Err(Invalid),
+                }
+            }
+        }
+    }
+
+    /// `"key":` inside a skipped object.
+    fn member_key(&mut self) -> Result<(), Invalid> {
+        self.eat(b'"')?;
+        self.string()?;
+        self.eat(b':')
+    }
+
+    /// The rest of a string after its opening quote; whether it had escapes.
+    fn string(&mut self) -> Result<bool, Invalid> {
+        let mut escaped = false;
+        loop {
+            let rest = &self.bytes[self.pos..];
+            let stop = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .ok_or(Invalid)?;
+            self.pos += stop;
+            match rest[stop] {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(escaped);
+                }
+                b'\\' => {
+                    escaped = true;
+                    match self.bytes.get(self.pos + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.pos += 2;
+                        }
+                        Some(b'u') => {
+                            let hex = self.bytes.get(self.pos + 2..self.pos + 6).ok_or(Invalid)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(Invalid);
+                            }
+                            self.pos += 6;
+                        }
+                        _ => return Err(Invalid),
+                    }
+                }
+                _ => return Err(Invalid),
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), Invalid> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Result<(), Invalid> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(Invalid),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(Invalid);
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(Invalid);
+            }
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+}
+
+/// A kept value from its bytes, already checked by [`Scan::skip`]. A string without escapes
+/// (most kept values) is taken as it is; anything else goes through serde_json, which also
+/// range-checks numbers.
+fn kept(bytes: &[u8]) -> Result<Value, Invalid> {
+    if let [b'"', inner @ .., b'"'] = bytes
+        && !inner.contains(&b'\\')
+    {
+        let text = std::str::from_utf8(inner).map_err(|_| Invalid)?;
+        return Ok(Value::String(text.to_owned()));
+    }
+    serde_json::from_slice(bytes).map_err(|_| Invalid)
 }
 
 struct Project<'p>(&'p Node);
@@ -400,5 +744,83 @@ event:
         );
         let parsed = narrow.parse(deep.as_bytes());
         assert_eq!(parsed, Ok(json!({"id": "x"})));
+    }
+
+    /// The scanner alone, without the fallback: `None` where it leaves the body to serde_json.
+    fn scanned(projection: &Projection, body: &str) -> Option<Value> {
+        let mut scan = Scan {
+            bytes: body.as_bytes(),
+            pos: 0,
+            frames: Vec::new(),
+        };
+        let value = scan.value(&projection.root, 0).ok()?;
+        scan.end().ok().map(|()| value)
+    }
+
+    #[test]
+    fn the_scanner_builds_what_serde_json_builds() {
+        let narrow = Projection::of([&compile(STRIPE)]);
+        let whole = serde_json::to_string_pretty(&body()).unwrap();
+        let odd = [
+            whole.as_str(),
+            r#"{"id":"evt","data":{"object":{"customer":"c\u00e9\n","amount_paid":-1.5e3}}}"#,
+            r#" {"data" : {"object" : [1, {"customer": 2}]}, "id": {"nested": [true, false, null]}} "#,
+            r#"{"d\u0061ta":{"object":{"lines":{"data":[{},{"description":"t\"wo"},3]}}}}"#,
+            r#"{"data":{"object":{"lines":{"data":[]}}},"data":{"object":{"customer":"last wins"}}}"#,
+            r#"{"skipped":{"a":[0,-0,1e5,1E+5,1.25e-3,"\/\b\f\r\t\uABCD",{}],"b":{"\u0000":[[]]}},"id":7}"#,
+            r#"{"id":"é","data":"not an object","created":18446744073709551615}"#,
+            r#"[{"id":1}]"#,
+            r#""a string body""#,
+        ];
+        for body in odd {
+            let reference = narrow.parse_serde(body.as_bytes()).expect(body);
+            assert_eq!(scanned(&narrow, body), Some(reference), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_scanner_refuses_what_serde_json_refuses() {
+        let narrow = Projection::of([&compile(STRIPE)]);
+        let bad = [
+            r#"{"x":01}"#,
+            r#"{"x":1.}"#,
+            r#"{"x":1e}"#,
+            r#"{"x":-}"#,
+            r#"{"x":+1}"#,
+            r#"{"x":tru}"#,
+            r#"{"x":nul}"#,
+            "{\"x\":\"a\u{1}b\"}",
+            r#"{"x":"\q"}"#,
+            r#"{"x":"\u12G4"}"#,
+            r#"{"x":[1,]}"#,
+            r#"{"x":{,}}"#,
+            r#"{"x":{"a":1,}}"#,
+            r#"{"x":1,}"#,
+            r#"{"x" 1}"#,
+            r#"{"x":{"a" 1}}"#,
+            r#"{"x":{1:2}}"#,
+            r#"{"x":[1 2]}"#,
+            r#"{"x":{"a":1]}"#,
+            r#"{"x":[1}"#,
+            r#"{"x":"open"#,
+            r#"{"id":"x"}x"#,
+            r#"{"id":"x"} {}"#,
+            r#"{"id":"\ud800"}"#,
+            r#"{"data":{"object":{"customer":1e400}}}"#,
+            r#"{"x":[[[[["#,
+            "{\"i\u{0}d\":1}",
+        ];
+        for body in bad {
+            assert_eq!(scanned(&narrow, body), None, "{body}");
+            assert!(narrow.parse_serde(body.as_bytes()).is_err(), "{body}");
+            assert_eq!(
+                narrow.parse(body.as_bytes()),
+                narrow.parse_serde(body.as_bytes()),
+                "{body}"
+            );
+        }
+        // Invalid UTF-8 in a key the scanner reads: left to serde_json, which refuses it.
+        let bytes = b"{\"\xff\":1}";
+        assert!(narrow.parse(bytes).is_err());
     }
 }
