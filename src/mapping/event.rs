@@ -117,8 +117,73 @@ struct Rfc3339(Timestamp);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
+        let mut buffer = [0u8; 32];
+        match rfc3339(self.0, &mut buffer) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.collect_str(&self.0),
+        }
     }
+}
+
+/// Writes `at` as jiff's `Display` does (`2024-03-01T15:00:00Z`, the fraction without its
+/// trailing zeros) for years 0000–9999 after the epoch; `None` for the rest, which `Display`
+/// handles. Every event carries three timestamps, and `Display` through `collect_str` was the
+/// larger part of writing one.
+fn rfc3339(at: Timestamp, out: &mut [u8; 32]) -> Option<&str> {
+    let seconds = at.as_second();
+    let nanos = at.subsec_nanosecond();
+    if seconds < 0 || nanos < 0 {
+        return None;
+    }
+    let (days, in_day) = (seconds / 86_400, seconds % 86_400);
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian), by 400-year eras.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    if year > 9_999 {
+        return None;
+    }
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut value = value;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, in_day / 3_600, 2);
+    put(14, in_day % 3_600 / 60, 2);
+    put(17, in_day % 60, 2);
+    let mut len = 19;
+    if nanos > 0 {
+        let mut digits = 9;
+        let mut fraction = i64::from(nanos);
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        put(20, fraction, digits);
+        out[19] = b'.';
+        len = 20 + digits;
+    }
+    for (at, byte) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        out[at] = byte;
+    }
+    out[len] = b'Z';
+    std::str::from_utf8(&out[..=len]).ok()
 }
 
 #[cfg(test)]
@@ -181,6 +246,45 @@ mod tests {
         let parsed: Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(parsed, sample().to_cloud_event_value(&source));
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn timestamps_are_written_as_jiff_displays_them() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked = 0;
+        for i in 0..20_000u64 {
+            let seconds = match i % 4 {
+                0 => (next() % 253_402_300_800) as i64, // up to 9999-12-31
+                1 => 1_700_000_000 + (next() % 100_000_000) as i64,
+                2 => (next() % 400) as i64 * 86_400 * 366, // around year and leap-day edges
+                _ => -((next() % 1_000_000_000) as i64),   // before the epoch: left to jiff
+            };
+            let nanos = match i % 3 {
+                0 => 0,
+                1 => (next() % 1_000) as i32 * 1_000_000,
+                _ => (next() % 1_000_000_000) as i32,
+            };
+            let Ok(at) = Timestamp::new(seconds, nanos) else {
+                continue;
+            };
+            let mut buffer = [0u8; 32];
+            match rfc3339(at, &mut buffer) {
+                Some(text) => {
+                    assert_eq!(text, at.to_string(), "{seconds} s {nanos} ns");
+                    checked += 1;
+                }
+                None => assert!(seconds < 0, "{seconds} s {nanos} ns"),
+            }
+            let written = serde_json::to_string(&Rfc3339(at)).unwrap();
+            assert_eq!(written, format!("\"{at}\""));
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]
