@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::api::mapping::Mapping;
-use crate::api::webhook_source::WebhookSource;
+use crate::api::webhook_source::{WebhookSource, WebhookSourceStatus};
 
 /// How long an object the operator wrote is preferred over a store that has not shown it yet.
 /// Longer than any watch lag seen under load (seconds); after it the store is trusted again,
@@ -54,7 +54,13 @@ pub struct Caches {
     written: Mutex<HashMap<(String, String), Written>>,
     /// Sources the finalizer was added to, until their store object shows it.
     finalized: Mutex<HashMap<String, Instant>>,
+    /// Each source's status as the operator last applied it, by uid, until the store shows
+    /// the resourceVersion that apply produced.
+    statuses: Mutex<HashMap<String, AppliedStatus>>,
 }
+
+/// The resourceVersion an apply produced, what it applied, and when.
+type AppliedStatus = (String, WebhookSourceStatus, Instant);
 
 /// The operator's token Secrets: its label, without the route Secrets (same label, no owner,
 /// the operator's namespace), whose payloads the operator never needs to read back.
@@ -72,6 +78,7 @@ impl Caches {
             token_secrets,
             written: Mutex::new(HashMap::new()),
             finalized: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,6 +138,38 @@ impl Caches {
             (ns.to_owned(), secret.name_any()),
             (Arc::new(secret), Instant::now()),
         );
+    }
+
+    /// The source's status to compare with: what the operator applied last if the store has
+    /// not shown that write yet, else the stored one. Without it, the reconcile triggered by
+    /// the finalizer's own event (which precedes the status write) saw no status and applied
+    /// the same one again: 951 needless status patches with 1,000 sources created at once.
+    pub fn source_status(&self, source: &WebhookSource) -> WebhookSourceStatus {
+        let stored = || source.status.clone().unwrap_or_default();
+        let Some(uid) = source.metadata.uid.as_deref() else {
+            return stored();
+        };
+        let mut statuses = self.statuses.lock().expect("statuses lock");
+        if let Some((version, applied, at)) = statuses.get(uid) {
+            let caught_up = source.metadata.resource_version.as_deref() == Some(version.as_str());
+            if !caught_up && at.elapsed() < WRITTEN_TRUST {
+                return applied.clone();
+            }
+            statuses.remove(uid);
+        }
+        stored()
+    }
+
+    pub fn applied_source_status(&self, applied: &WebhookSource, status: WebhookSourceStatus) {
+        let (Some(uid), Some(version)) = (
+            applied.metadata.uid.clone(),
+            applied.metadata.resource_version.clone(),
+        ) else {
+            return;
+        };
+        let mut statuses = self.statuses.lock().expect("statuses lock");
+        statuses.retain(|_, (_, _, at)| at.elapsed() < WRITTEN_TRUST);
+        statuses.insert(uid, (version, status, Instant::now()));
     }
 
     /// Whether the operator added its finalizer to this source (by uid) and the store may not
@@ -234,4 +273,55 @@ pub fn channel<K>() -> (
     UnboundedReceiver<watcher::Event<K>>,
 ) {
     unbounded()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+
+    fn source(version: &str, observed: Option<i64>) -> WebhookSource {
+        let mut s = WebhookSource::new("shop", Default::default());
+        s.metadata.uid = Some("uid-1".into());
+        s.metadata.resource_version = Some(version.into());
+        s.status = observed.map(|g| WebhookSourceStatus {
+            observed_generation: Some(g),
+            ..Default::default()
+        });
+        s
+    }
+
+    #[test]
+    fn the_applied_status_is_compared_with_until_the_store_shows_its_write() {
+        let caches = Caches::new(
+            Writer::default().as_reader(),
+            Writer::default().as_reader(),
+            Writer::default().as_reader(),
+        );
+        let applied = WebhookSourceStatus {
+            observed_generation: Some(2),
+            ..Default::default()
+        };
+        caches.applied_source_status(&source("11", None), applied.clone());
+
+        // An older object (the finalizer's event, before the status write): ours.
+        assert_eq!(caches.source_status(&source("10", None)), applied);
+        // The store shows the write: from then on, the stored status.
+        assert_eq!(
+            caches
+                .source_status(&source("11", Some(2)))
+                .observed_generation,
+            Some(2)
+        );
+        assert_eq!(
+            caches
+                .source_status(&source("12", Some(3)))
+                .observed_generation,
+            Some(3)
+        );
+        // Another object under the same name is another uid.
+        let mut other = source("13", None);
+        other.metadata.uid = Some("uid-2".into());
+        assert_eq!(caches.source_status(&other), WebhookSourceStatus::default());
+    }
 }

@@ -215,7 +215,7 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
     };
     verdicts.insert(0, ready.clone());
 
-    let existing = source.status.clone().unwrap_or_default();
+    let existing = ctx.caches.source_status(source);
     let generation = source.meta().generation;
     let status = WebhookSourceStatus {
         observed_generation: generation,
@@ -249,7 +249,8 @@ async fn apply(source: &WebhookSource, ctx: &Context) -> Result<Action, Error> {
     )
     .await;
     if !unchanged {
-        patch_status(&ns, &name, &status, ctx).await?;
+        let applied = patch_status(&ns, &name, &status, ctx).await?;
+        ctx.caches.applied_source_status(&applied, status);
     }
 
     // Events for transitions, not for a source coming up as expected: its creation is already
@@ -307,7 +308,7 @@ async fn patch_status(
     name: &str,
     status: &WebhookSourceStatus,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<WebhookSource, Error> {
     let api: Api<WebhookSource> = Api::namespaced(ctx.client.clone(), ns);
     // Server-side apply of only the fields the operator owns; counters, recent events and the
     // learned shape belong to the ingest's field manager and are left alone.
@@ -327,8 +328,7 @@ async fn patch_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(Error::PatchStatus)?;
-    Ok(())
+    .map_err(Error::PatchStatus)
 }
 
 /// The user's own token (`tokenSecretRef`): read, never written.
