@@ -230,17 +230,23 @@ impl Scan<'_> {
             let start = self.pos;
             let escaped = self.string()?;
             let raw = &self.bytes[start..self.pos - 1];
-            let key: Cow<'_, str> = if escaped {
+            let key: Cow<'_, [u8]> = if escaped {
                 let quoted = &self.bytes[start - 1..self.pos];
-                Cow::Owned(serde_json::from_slice::<String>(quoted).map_err(|_| Invalid)?)
+                let decoded = serde_json::from_slice::<String>(quoted).map_err(|_| Invalid)?;
+                Cow::Owned(decoded.into_bytes())
             } else {
-                Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| Invalid)?)
+                // serde_json refuses a key that is not UTF-8; checking only non-ASCII keys
+                // keeps that without a validation call per key.
+                if !raw.is_ascii() {
+                    std::str::from_utf8(raw).map_err(|_| Invalid)?;
+                }
+                Cow::Borrowed(raw)
             };
             self.eat(b':')?;
-            match node.children.iter().find(|c| *c.key == *key) {
+            match node.children.iter().find(|c| c.key.as_bytes() == &*key) {
                 Some(child) => {
                     let value = self.value(&child.node, depth)?;
-                    map.insert(key.into_owned(), value);
+                    map.insert(child.key.to_string(), value);
                 }
                 None => {
                     self.whitespace();
