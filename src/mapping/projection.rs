@@ -458,9 +458,9 @@ impl Scan<'_> {
 }
 
 /// The index of the first `"`, `\\` or control character: where a string ends or needs a
-/// closer look. Eight bytes at a time (most of a body is string contents); a byte-at-a-time
+/// closer look (and, writing JSON, the only bytes serde_json escapes). Eight bytes at a time (most of a body is string contents); a byte-at-a-time
 /// loop made the scanner no faster than serde_json, which does the same.
-fn string_stop(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn string_stop(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
