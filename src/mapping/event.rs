@@ -70,6 +70,13 @@ impl MappedEvent {
     /// included, which was most of the cost of a line; here keys are literals and a string
     /// without `"`, `\\` or control characters is copied as it is.
     pub fn write_json_line(&self, source: &EventSource, out: &mut Vec<u8>) {
+        self.write_json(source, out);
+        out.push(b'\n');
+    }
+
+    /// The structured CloudEvent as JSON, without a line end (NATS messages, HTTP structured
+    /// mode); see [`MappedEvent::write_json_line`].
+    pub fn write_json(&self, source: &EventSource, out: &mut Vec<u8>) {
         out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
         json_str(out, &self.id);
         out.extend_from_slice(br#","source":"#);
@@ -101,7 +108,7 @@ impl MappedEvent {
         json_time(out, self.received_at);
         out.extend_from_slice(br#","mapping":"#);
         json_str(out, &self.mapping);
-        out.extend_from_slice(b"}}\n");
+        out.extend_from_slice(b"}}");
     }
 }
 

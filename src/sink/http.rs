@@ -148,7 +148,9 @@ impl HttpSink {
             }
             CloudEventsMode::Structured => {
                 builder = builder.header(CONTENT_TYPE, "application/cloudevents+json");
-                serde_json::to_vec(&event.cloud_event(source))
+                let mut body = Vec::with_capacity(512);
+                event.write_json(source, &mut body);
+                Ok(body)
             }
         };
         // Serialising strings, maps and timestamps cannot fail.

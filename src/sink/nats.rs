@@ -151,8 +151,8 @@ impl NatsSink {
     }
 
     fn message(&self, source: &EventSource, event: &MappedEvent) -> PublishMessage {
-        // Serialising strings, maps and timestamps cannot fail.
-        let payload = serde_json::to_vec(&event.cloud_event(source)).unwrap_or_default();
+        let mut payload = Vec::with_capacity(512);
+        event.write_json(source, &mut payload);
         let mut message = PublishMessage::build()
             .payload(Bytes::from(payload))
             .message_id(&event.id)
