@@ -4,7 +4,7 @@
 //! `BTreeMap` insert per field — was a quarter of the ingest's CPU, while a mapping typically
 //! reads six fields. A [`Projection`] is the tree of the paths the mappings read
 //! ([`CompiledMapping::read_paths`]); [`Projection::parse`] materialises those subtrees and
-//! skips everything else with `IgnoredAny`, which still checks the syntax but allocates
+//! skips everything else, checking its syntax as serde_json's `IgnoredAny` does but allocating
 //! nothing. The engine sees the same value at every path it reads, so it maps the same events.
 //!
 //! Differences from a full parse, all confined to fields no mapping reads: their numbers are
@@ -152,8 +152,9 @@ impl Projection {
 /// The scanner found something serde_json may refuse; [`Projection::parse_serde`] decides.
 struct Invalid;
 
-/// serde_json refuses a body nested this deep (its recursion limit of 128 containers); the
-/// scanner leaves such bodies to it rather than count exactly as it does.
+/// serde_json refuses values it builds that nest deeper than its recursion limit (128
+/// containers) and skips any depth; the scanner leaves every body nested near that deep to it
+/// rather than count exactly as it does.
 const MAX_DEPTH: usize = 120;
 
 /// A validating JSON scanner over the body's bytes that builds only the projected values.
