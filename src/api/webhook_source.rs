@@ -400,8 +400,8 @@ pub struct ObservedField {
     #[serde(default)]
     pub types: Vec<String>,
     /// How often this path arrived (per array element for paths inside arrays): counted for a
-    /// source's first 64 bodies, then estimated from one body in 16, which the ingest parses
-    /// whole to learn the shape.
+    /// source's first 64 bodies and while it sends fewer than 100 a second, above that
+    /// estimated from 100 bodies a second, which the ingest parses whole to learn the shape.
     #[serde(default)]
     pub seen: i64,
 }
