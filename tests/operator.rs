@@ -102,6 +102,22 @@ impl World {
             .unwrap();
     }
 
+    async fn ready_mapping(&self, name: &str) -> Mapping {
+        support::wait_for(
+            &self.mappings(),
+            name,
+            30,
+            "mapping Ready",
+            |m: &Mapping| {
+                is_ready(
+                    m.status.as_ref().map(|s| s.conditions.as_slice()),
+                    m.metadata.generation,
+                )
+            },
+        )
+        .await
+    }
+
     async fn ready_source(&self, name: &str) -> WebhookSource {
         support::wait_for(
             &self.sources(),
@@ -597,19 +613,7 @@ async fn an_invalid_mapping_reports_the_position_and_recovers_when_fixed() {
 
     w.create(SOURCE).await;
     w.ready_source("shop").await;
-    support::wait_for(
-        &w.mappings(),
-        "shop-orders",
-        30,
-        "mapping Ready",
-        |m: &Mapping| {
-            is_ready(
-                m.status.as_ref().map(|s| s.conditions.as_slice()),
-                m.metadata.generation,
-            )
-        },
-    )
-    .await;
+    w.ready_mapping("shop-orders").await;
     w.wait_route("shop", "route carries the mapping", |r| {
         r.mappings.len() == 1
     })
@@ -745,19 +749,7 @@ spec:
         r.mappings.len() == 1
     })
     .await;
-    support::wait_for(
-        &w.mappings(),
-        "shop-orders",
-        30,
-        "mapping Ready",
-        |m: &Mapping| {
-            is_ready(
-                m.status.as_ref().map(|s| s.conditions.as_slice()),
-                m.metadata.generation,
-            )
-        },
-    )
-    .await;
+    w.ready_mapping("shop-orders").await;
 
     w.ready_source("kept").await;
     assert_eq!(w.token("kept").await, "kept-token-0123456789");

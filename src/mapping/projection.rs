@@ -189,6 +189,22 @@ impl Scan<'_> {
         }
     }
 
+    /// After a member or element: `true` at `close` (consumed), `false` after a comma.
+    fn closes(&mut self, close: u8) -> Result<bool, Invalid> {
+        self.whitespace();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(byte) if byte == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(Invalid),
+        }
+    }
+
     fn end(&mut self) -> Result<(), Invalid> {
         self.whitespace();
         if self.pos == self.bytes.len() {
@@ -256,14 +272,8 @@ impl Scan<'_> {
                     }
                 }
             }
-            self.whitespace();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(Value::Object(map));
-                }
-                _ => return Err(Invalid),
+            if self.closes(b'}')? {
+                return Ok(Value::Object(map));
             }
         }
     }
@@ -297,14 +307,8 @@ impl Scan<'_> {
                 }
             }
             index += 1;
-            self.whitespace();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(Value::Array(items));
-                }
-                _ => return Err(Invalid),
+            if self.closes(b']')? {
+                return Ok(Value::Array(items));
             }
         }
     }
