@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use crate::sink::Batch;
 use super::body::{BodyError, read_limited};
 use super::limits::Seen;
 use super::metrics::Outcome;
-use super::status::Count;
+use super::status::{Count, Delivery};
 use super::table::{LiveRoute, RouteTable};
 use super::token;
 use super::verify;
@@ -108,11 +109,36 @@ impl RequestIds {
     }
 
     fn next(&self) -> String {
-        format!(
-            "{:08x}-{:x}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
+        // `format!` through `fmt` cost more than the rest of the id's path together.
+        let mut id = String::with_capacity(8 + 1 + 16);
+        push_hex(&mut id, u64::from(self.prefix), 8);
+        id.push('-');
+        push_hex(&mut id, self.next.fetch_add(1, Ordering::Relaxed), 1);
+        id
+    }
+}
+
+/// `value` in lower-case hex, at least `width` digits.
+fn push_hex(out: &mut String, value: u64, width: u32) {
+    let digits = (64 - value.leading_zeros()).div_ceil(4).max(width);
+    for shift in (0..digits).rev() {
+        let nibble = (value >> (shift * 4)) & 0xf;
+        out.push(char::from(b"0123456789abcdef"[nibble as usize]));
+    }
+}
+
+/// `future` with a time limit; the timer is armed only when it does not finish on its first
+/// poll. Most bodies have arrived and most sinks acknowledge inline, so a request usually
+/// arms no timer at all.
+async fn within<F: Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => tokio::time::timeout(limit, future).await,
     }
 }
 
@@ -274,8 +300,7 @@ impl Ingest {
             );
         }
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
-        let collected =
-            tokio::time::timeout(self.config.body_read_timeout, read_limited(body, limit)).await;
+        let collected = within(self.config.body_read_timeout, read_limited(body, limit)).await;
         let raw = match collected {
             Ok(Ok(raw)) => raw,
             Ok(Err(BodyError::TooLarge)) => {
@@ -455,8 +480,11 @@ impl Ingest {
 
         let duplicate_ids: Vec<&str> = duplicates.iter().map(|e| e.id.as_str()).collect();
         if fresh.is_empty() {
-            status.count(Count::Duplicates(duplicates.len() as u64));
-            status.events(request_id, duplicates.iter().map(|e| (e, "duplicate")), now);
+            status.events(
+                request_id,
+                duplicates.iter().map(|e| (e, Delivery::Duplicate)),
+                now,
+            );
             let body = Answer {
                 status: "duplicate",
                 request_id,
@@ -471,8 +499,7 @@ impl Ingest {
             source: &route.source,
             events: &fresh,
         };
-        let result =
-            tokio::time::timeout(self.config.sink_timeout, route.sink.deliver(batch)).await;
+        let result = within(self.config.sink_timeout, route.sink.deliver(batch)).await;
         let failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!(
@@ -503,17 +530,13 @@ impl Ingest {
         }
 
         route.state.dedup.commit(&reserved, window, Instant::now());
-        status.count(Count::Delivered(fresh.len() as u64));
-        if !duplicates.is_empty() {
-            status.count(Count::Duplicates(duplicates.len() as u64));
-        }
         route.state.metrics.events_delivered(fresh.len() as u64);
         status.events(
             request_id,
             fresh
                 .iter()
-                .map(|e| (e, "delivered"))
-                .chain(duplicates.iter().map(|e| (e, "duplicate"))),
+                .map(|e| (e, Delivery::Delivered))
+                .chain(duplicates.iter().map(|e| (e, Delivery::Duplicate))),
             now,
         );
         let event_ids: Vec<&str> = fresh.iter().map(|e| e.id.as_str()).collect();
@@ -732,4 +755,40 @@ pub async fn bind_ingest(
             shutdown,
         )),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_prefix_dash_counter_in_hex() {
+        let ids = RequestIds {
+            prefix: 0x00ab_cdef,
+            next: AtomicU64::new(0x1f),
+        };
+        assert_eq!(ids.next(), "00abcdef-1f");
+        assert_eq!(ids.next(), "00abcdef-20");
+        let ids = RequestIds {
+            prefix: u32::MAX,
+            next: AtomicU64::new(u64::MAX),
+        };
+        assert_eq!(ids.next(), format!("ffffffff-{:x}", u64::MAX));
+        let mut zero = String::new();
+        push_hex(&mut zero, 0, 1);
+        assert_eq!(zero, "0");
+    }
+
+    #[tokio::test]
+    async fn within_answers_ready_futures_and_times_out_pending_ones() {
+        assert_eq!(within(Duration::ZERO, async { 7 }).await.ok(), Some(7));
+        let never = std::future::pending::<()>();
+        assert!(within(Duration::from_millis(20), never).await.is_err());
+        // Pending on the first poll, ready later: the timer does not cut it short.
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            8
+        };
+        assert_eq!(within(Duration::from_secs(60), later).await.ok(), Some(8));
+    }
 }
