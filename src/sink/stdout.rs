@@ -1,6 +1,7 @@
 //! The stdout sink: one CloudEvent JSON object per line, flushed before acknowledging.
 //!
-//! Writes are combined: a delivering request queues its pre-serialised buffer, and whichever
+//! Writes are combined: a delivering request that finds the output free writes its
+//! pre-serialised buffer at once; one that finds it taken queues the buffer, and whichever
 //! request holds the output writes every buffer waiting, then flushes once (group commit), so
 //! under load one `flush` acknowledges many requests and lines of concurrent requests never
 //! interleave. The writing happens on the runtime's worker, inline: a hand-off to a writer
@@ -114,6 +115,14 @@ impl Sink for WriterSink {
         for event in batch.events {
             event.write_json_line(batch.source, &mut buffer);
         }
+        // The usual case, nobody else writing: write and answer here, without queueing and a
+        // channel to hear back. Whatever others queue meanwhile is written on the way out.
+        if let Ok(mut output) = self.shared.output.try_lock() {
+            let result = write_flushed(&mut **output, &buffer);
+            drop(output);
+            self.shared.drain();
+            return Box::pin(std::future::ready(result.map_err(SinkError::new)));
+        }
         let (ack, acked) = oneshot::channel();
         unpoisoned(self.shared.queue.lock()).push((buffer, ack));
         self.shared.drain();
@@ -125,6 +134,15 @@ impl Sink for WriterSink {
             }
         })
     }
+}
+
+fn write_flushed(writer: &mut dyn Write, buffer: &[u8]) -> Result<(), String> {
+    writer
+        .write_all(buffer)
+        .map_err(|e| format!("writing the output failed: {e}"))?;
+    writer
+        .flush()
+        .map_err(|e| format!("flushing the output failed: {e}"))
 }
 
 #[cfg(test)]
