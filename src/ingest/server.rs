@@ -144,6 +144,9 @@ async fn within<F: Future>(
 
 type Resp = Response<Full<Bytes>>;
 
+/// A constant: a `&str` name is parsed and hashed again on every insert.
+const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
 impl Ingest {
     pub fn new(table: Arc<RouteTable>, config: IngestConfig) -> Self {
         Self {
@@ -222,8 +225,8 @@ impl Ingest {
             status = response.status().as_u16(),
             "webhook answered"
         );
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("x-request-id", value);
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
+            response.headers_mut().insert(X_REQUEST_ID, value);
         }
         response
     }
