@@ -170,7 +170,7 @@ impl Ingest {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
-        let metrics = self.table.metrics().clone();
+        let metrics = self.table.metrics();
         let Some(presented) = request.uri().path().strip_prefix("/h/") else {
             metrics.not_found();
             return not_found();
@@ -203,17 +203,15 @@ impl Ingest {
         // looked up like any other, so they get the same answer in the same time.
         let hash = token::digest(presented.as_bytes());
         let now = Timestamp::now();
-        let route = self
-            .table
-            .snapshot()
-            .lookup(&hash, now.as_second())
-            .cloned();
-        let Some(route) = route else {
+        // The request holds the snapshot it was routed by (an `Arc`), so the route itself is
+        // borrowed, not counted once more on a reference count that both workers write.
+        let snapshot = self.table.snapshot();
+        let Some(route) = snapshot.lookup(&hash, now.as_second()) else {
             metrics.not_found();
             return not_found();
         };
         let request_id = self.ids.next();
-        let (outcome, mut response) = self.serve_route(&route, request, &request_id, now).await;
+        let (outcome, mut response) = self.serve_route(route, request, &request_id, now).await;
         route.state.metrics.request(outcome);
         metrics.observe_duration(started.elapsed().as_secs_f64());
         tracing::debug!(
