@@ -421,12 +421,13 @@ pub(crate) fn lowercase(s: Cow<'_, str>) -> Cow<'_, str> {
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(HEX[usize::from(byte >> 4)] as char);
-        out.push(HEX[usize::from(byte & 0xf)] as char);
+    // As bytes: a `String::push` per digit checks capacity and encodes a char 64 times over.
+    let mut hex = [0u8; 64];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
-    out
+    String::from_utf8_lossy(&hex).into_owned()
 }
 
 /// The result of evaluating a template: borrowed from the body or template where possible.
@@ -483,13 +484,13 @@ impl<'a> Val<'a> {
     /// Like [`Val::text`], but owned, and `None` when empty or only whitespace: an identity or
     /// id of spaces identifies nothing. The text itself is kept as it is.
     pub(crate) fn into_nonempty_string(self) -> Option<String> {
-        let text = match self {
-            Val::Missing | Val::Json(Value::Null) => return None,
-            Val::Json(Value::String(s)) => s.clone(),
-            Val::Text(s) => s.into_owned(),
-            other => other.text()?.into_owned(),
-        };
-        (!text.trim().is_empty()).then_some(text)
+        // Checked before copying, so a blank value costs no allocation.
+        match self {
+            Val::Missing | Val::Json(Value::Null) => None,
+            Val::Json(Value::String(s)) => (!is_blank(s)).then(|| s.clone()),
+            Val::Text(s) => (!is_blank(&s)).then(|| s.into_owned()),
+            other => other.text().map(Cow::into_owned),
+        }
     }
 
     /// The value as owned JSON, keeping its type.
@@ -521,6 +522,16 @@ impl<'a> Val<'a> {
             Val::Json(value) => json_type_name(value),
             Val::Text(_) => "string",
         }
+    }
+}
+
+/// `text.trim().is_empty()`. Ids and emails start with a visible ASCII character, which settles
+/// it without decoding the text from both ends.
+fn is_blank(text: &str) -> bool {
+    match text.as_bytes().first() {
+        None => true,
+        Some(byte) if byte.is_ascii_graphic() => false,
+        Some(_) => text.trim().is_empty(),
     }
 }
 

@@ -51,6 +51,10 @@ pub(crate) fn to_timestamp(value: &Val<'_>) -> Result<Timestamp, TimestampError>
     match value {
         Val::Json(Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
+                // Unix seconds, the usual case, without the 128-bit arithmetic of `from_unix`.
+                if u128::from(i.unsigned_abs()) < SECONDS_BELOW {
+                    return Timestamp::from_second(i).map_err(|_| TimestampError::OutOfRange);
+                }
                 from_unix(i128::from(i), 0, 0)
             } else if let Some(u) = n.as_u64() {
                 from_unix(i128::from(u), 0, 0)
