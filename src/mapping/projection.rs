@@ -34,13 +34,46 @@ struct Node {
     whole: bool,
     /// Keys apply to object members and, when numeric, to array elements, like `Path`.
     children: Vec<Child>,
+    /// Bit `n` is set when a child's key is `n` bytes long (bit 63: 63 or more), so most
+    /// keys of a body are found unread with one test.
+    lengths: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 struct Child {
     key: Box<str>,
+    /// The key's first eight bytes ([`prefix`]): most keys are told apart by one comparison.
+    prefix: u64,
     index: Option<usize>,
     node: Node,
+}
+
+impl Node {
+    /// The child named `key`, whose [`prefix`] is given.
+    #[inline(always)]
+    fn child(&self, key: &[u8], prefix: u64) -> Option<&Child> {
+        for child in &self.children {
+            if child.prefix == prefix
+                && child.key.len() == key.len()
+                && (key.len() <= 8 || child.key.as_bytes()[8..] == key[8..])
+            {
+                return Some(child);
+            }
+        }
+        None
+    }
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+/// The first eight bytes of `key` as a little-endian word, zero-padded.
+fn prefix(key: &[u8]) -> u64 {
+    let mut word = [0; 8];
+    let len = key.len().min(8);
+    word[..len].copy_from_slice(&key[..len]);
+    u64::from_le_bytes(word)
 }
 
 impl Projection {
@@ -64,7 +97,7 @@ impl Projection {
         Self {
             root: Node {
                 whole: true,
-                children: Vec::new(),
+                ..Node::default()
             },
         }
     }
@@ -89,8 +122,10 @@ impl Projection {
             let at = match node.children.iter().position(|c| &*c.key == key) {
                 Some(at) => at,
                 None => {
+                    node.lengths |= length_bit(key.len());
                     node.children.push(Child {
                         key: key.into(),
+                        prefix: prefix(key.as_bytes()),
                         index: parse_index(key),
                         node: Node::default(),
                     });
@@ -101,6 +136,7 @@ impl Projection {
         }
         node.whole = true;
         node.children = Vec::new();
+        node.lengths = 0;
     }
 
     /// Whether parsing with this projection is a full parse.
@@ -119,18 +155,7 @@ impl Projection {
         if self.root.whole || body.iter().all(u8::is_ascii_whitespace) {
             return parse_json(body);
         }
-        let mut scan = Scan {
-            bytes: body,
-            pos: 0,
-            frames: Vec::new(),
-        };
-        match scan
-            .value(&self.root, 0)
-            .and_then(|value| scan.end().map(|()| value))
-        {
-            Ok(value) => Ok(value),
-            Err(Invalid) => self.parse_serde(body),
-        }
+        scan(&self.root, body).or_else(|Invalid| self.parse_serde(body))
     }
 
     /// [`Projection::parse`] through serde_json's deserializer: the reference the scanner is
@@ -154,311 +179,764 @@ struct Invalid;
 
 /// serde_json refuses values it builds that nest deeper than its recursion limit (128
 /// containers) and skips any depth; the scanner leaves every body nested near that deep to it
-/// rather than count exactly as it does.
+/// rather than count exactly as it does (and so keeps the skipper's stack in a `u128`).
 const MAX_DEPTH: usize = 120;
 
-/// A validating JSON scanner over the body's bytes that builds only the projected values.
-/// It accepts what serde_json's `IgnoredAny` accepts in skipped values (strings are checked
-/// for control characters and escapes, not for UTF-8, as there) and decodes keys at projected
-/// levels and kept values through serde_json or `str::from_utf8`, which check UTF-8.
-struct Scan<'b> {
-    bytes: &'b [u8],
-    pos: usize,
-    /// Open containers of the value being skipped (`{` or `[`).
-    frames: Vec<u8>,
+/// The projected value of `body` by the byte scanner, which accepts what serde_json's
+/// `IgnoredAny` accepts in skipped values (strings are checked for control characters and
+/// escapes, not for UTF-8, as there) and builds keys at projected levels and kept values as
+/// serde_json does, checking UTF-8 (and leaving escapes, floats and big numbers to
+/// serde_json itself).
+///
+/// Most of a body is short strings, whitespace and punctuation, so the cost is per token. The
+/// scanner is a set of functions over the body and a cursor (`at`, the index of the next byte):
+/// the small steps take the cursor by `&mut` and are inlined, so it stays in a register; the
+/// few functions that are not inlined take it by value and return where they stopped. Runs of
+/// bytes (strings, indentation, digits) are examined 16 at a time ([`Block`]).
+fn scan(root: &Node, body: &[u8]) -> Result<Value, Invalid> {
+    let mut at = 0;
+    whitespace(body, &mut at);
+    let (value, mut at) = value(body, at, root, 0)?;
+    whitespace(body, &mut at);
+    if at == body.len() {
+        Ok(value)
+    } else {
+        Err(Invalid)
+    }
 }
 
-impl Scan<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
+/// The value at `at` (whitespace skipped) as `node` wants it; `depth` containers enclose it.
+fn value(bytes: &[u8], at: usize, node: &Node, depth: usize) -> Result<(Value, usize), Invalid> {
+    match bytes.get(at) {
+        Some(b'{') if !node.whole => object(bytes, at, node, depth + 1),
+        Some(b'[') if !node.whole => array(bytes, at, node, depth + 1),
+        _ => kept(bytes, at, depth),
     }
+}
 
-    fn whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
-            self.pos += 1;
-        }
+/// An object some of whose members are read; `depth` counts it.
+fn object(
+    bytes: &[u8],
+    mut at: usize,
+    node: &Node,
+    depth: usize,
+) -> Result<(Value, usize), Invalid> {
+    if depth > MAX_DEPTH {
+        return Err(Invalid);
     }
-
-    fn eat(&mut self, byte: u8) -> Result<(), Invalid> {
-        self.whitespace();
-        if self.peek() == Some(byte) {
-            self.pos += 1;
-            Ok(())
-        } else {
-            Err(Invalid)
-        }
+    expect(bytes, &mut at, b'{')?;
+    let mut map = Map::new();
+    if bytes.get(at) == Some(&b'}') {
+        return Ok((Value::Object(map), at + 1));
     }
-
-    /// After a member or element: `true` at `close` (consumed), `false` after a comma.
-    fn closes(&mut self, close: u8) -> Result<bool, Invalid> {
-        self.whitespace();
-        match self.peek() {
-            Some(b',') => {
-                self.pos += 1;
-                Ok(false)
+    loop {
+        let child = key(bytes, &mut at, node)?;
+        colon(bytes, &mut at)?;
+        match child {
+            Some(child) => {
+                let (value, end) = value(bytes, at, &child.node, depth)?;
+                at = end;
+                map.insert(String::from(&*child.key), value);
             }
-            Some(byte) if byte == close => {
-                self.pos += 1;
-                Ok(true)
+            None => skip(bytes, &mut at, depth)?,
+        }
+        if comma_or_close(bytes, &mut at, b'}')? {
+            return Ok((Value::Object(map), at));
+        }
+    }
+}
+
+/// The member key at `at` (its opening quote) and the child of `node` it names; the cursor
+/// after the key.
+#[inline(always)]
+fn key<'n>(bytes: &[u8], at: &mut usize, node: &'n Node) -> Result<Option<&'n Child>, Invalid> {
+    if bytes.get(*at) != Some(&b'"') {
+        return Err(Invalid);
+    }
+    let start = *at + 1;
+    *at = start;
+    let text = string(bytes, at)?;
+    let len = *at - 1 - start;
+    let child = match text {
+        Text::Ascii if node.lengths & length_bit(len) == 0 => None,
+        Text::Ascii => node.child(&bytes[start..start + len], prefix_at(bytes, start, len)),
+        _ => other_key(bytes, start, *at, text, node)?,
+    };
+    Ok(child)
+}
+
+/// [`key`] for keys with escapes or bytes above 0x7f.
+#[inline(never)]
+fn other_key<'n>(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    text: Text,
+    node: &'n Node,
+) -> Result<Option<&'n Child>, Invalid> {
+    // serde_json refuses a key that is not UTF-8.
+    let key = decode(bytes, start, end, text)?;
+    Ok(node.child(key.as_bytes(), prefix(key.as_bytes())))
+}
+
+/// An array some of whose elements are read; `depth` counts it.
+fn array(
+    bytes: &[u8],
+    mut at: usize,
+    node: &Node,
+    depth: usize,
+) -> Result<(Value, usize), Invalid> {
+    if depth > MAX_DEPTH {
+        return Err(Invalid);
+    }
+    expect(bytes, &mut at, b'[')?;
+    let wanted = node.children.iter().filter_map(|c| c.index).max();
+    let mut items = Vec::new();
+    if bytes.get(at) == Some(&b']') {
+        return Ok((Value::Array(items), at + 1));
+    }
+    let mut index = 0;
+    loop {
+        match node.children.iter().find(|c| c.index == Some(index)) {
+            Some(child) => {
+                let (value, end) = value(bytes, at, &child.node, depth)?;
+                at = end;
+                items.push(value);
             }
-            _ => Err(Invalid),
-        }
-    }
-
-    fn end(&mut self) -> Result<(), Invalid> {
-        self.whitespace();
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(Invalid)
-        }
-    }
-
-    /// The value at the cursor, as `node` wants it; `depth` containers enclose it.
-    fn value(&mut self, node: &Node, depth: usize) -> Result<Value, Invalid> {
-        self.whitespace();
-        match self.peek() {
-            Some(b'{') if !node.whole => self.object(node, depth + 1),
-            Some(b'[') if !node.whole => self.array(node, depth + 1),
-            _ => {
-                let start = self.pos;
-                let nesting = self.skip()?;
-                if depth + nesting > MAX_DEPTH {
-                    return Err(Invalid);
+            None => {
+                skip(bytes, &mut at, depth)?;
+                // Placeholders keep later elements at their index; none after the last
+                // read one.
+                if wanted.is_some_and(|w| index < w) {
+                    items.push(Value::Null);
                 }
-                kept(&self.bytes[start..self.pos])
             }
         }
+        index += 1;
+        if comma_or_close(bytes, &mut at, b']')? {
+            return Ok((Value::Array(items), at));
+        }
     }
+}
 
-    fn object(&mut self, node: &Node, depth: usize) -> Result<Value, Invalid> {
-        if depth > MAX_DEPTH {
-            return Err(Invalid);
+/// The whole value at `at`, built as serde_json builds it; `depth` containers enclose it.
+fn kept(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, usize), Invalid> {
+    let start = at;
+    let value = match bytes.get(at) {
+        Some(b'"') => {
+            at += 1;
+            let text = string(bytes, &mut at)?;
+            Value::String(decode(bytes, start + 1, at, text)?)
         }
-        self.pos += 1;
-        let mut map = Map::new();
-        self.whitespace();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            return Ok(Value::Object(map));
+        Some(b'-' | b'0'..=b'9') => {
+            let integer = number(bytes, &mut at)?;
+            number_value(&bytes[start..at], integer)?
         }
-        loop {
-            self.eat(b'"')?;
-            let start = self.pos;
-            let escaped = self.string()?;
-            let raw = &self.bytes[start..self.pos - 1];
-            let key: Cow<'_, [u8]> = if escaped {
-                let quoted = &self.bytes[start - 1..self.pos];
-                let decoded = serde_json::from_slice::<String>(quoted).map_err(|_| Invalid)?;
-                Cow::Owned(decoded.into_bytes())
+        Some(b't') => literal(bytes, &mut at, b"true").map(|()| Value::Bool(true))?,
+        Some(b'f') => literal(bytes, &mut at, b"false").map(|()| Value::Bool(false))?,
+        Some(b'n') => literal(bytes, &mut at, b"null").map(|()| Value::Null)?,
+        Some(b'{') => {
+            if depth >= MAX_DEPTH {
+                return Err(Invalid);
+            }
+            expect(bytes, &mut at, b'{')?;
+            let mut map = Map::new();
+            if bytes.get(at) == Some(&b'}') {
+                at += 1;
             } else {
-                // serde_json refuses a key that is not UTF-8; checking only non-ASCII keys
-                // keeps that without a validation call per key.
-                if !raw.is_ascii() {
-                    std::str::from_utf8(raw).map_err(|_| Invalid)?;
-                }
-                Cow::Borrowed(raw)
-            };
-            self.eat(b':')?;
-            match node.children.iter().find(|c| c.key.as_bytes() == &*key) {
-                Some(child) => {
-                    let value = self.value(&child.node, depth)?;
-                    map.insert(child.key.to_string(), value);
-                }
-                None => {
-                    self.whitespace();
-                    if depth + self.skip()? > MAX_DEPTH {
+                loop {
+                    if bytes.get(at) != Some(&b'"') {
                         return Err(Invalid);
                     }
-                }
-            }
-            if self.closes(b'}')? {
-                return Ok(Value::Object(map));
-            }
-        }
-    }
-
-    fn array(&mut self, node: &Node, depth: usize) -> Result<Value, Invalid> {
-        if depth > MAX_DEPTH {
-            return Err(Invalid);
-        }
-        self.pos += 1;
-        let wanted = node.children.iter().filter_map(|c| c.index).max();
-        let mut items = Vec::new();
-        self.whitespace();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            return Ok(Value::Array(items));
-        }
-        let mut index = 0;
-        loop {
-            match node.children.iter().find(|c| c.index == Some(index)) {
-                Some(child) => items.push(self.value(&child.node, depth)?),
-                None => {
-                    self.whitespace();
-                    if depth + self.skip()? > MAX_DEPTH {
-                        return Err(Invalid);
-                    }
-                    // Placeholders keep later elements at their index; none after the last
-                    // read one.
-                    if wanted.is_some_and(|w| index < w) {
-                        items.push(Value::Null);
-                    }
-                }
-            }
-            index += 1;
-            if self.closes(b']')? {
-                return Ok(Value::Array(items));
-            }
-        }
-    }
-
-    /// Skips one value (the cursor on its first byte), checking its syntax as serde_json's
-    /// `IgnoredAny` does; returns how many containers deep it nests. Iterative, so a body of
-    /// nested brackets cannot overflow the stack.
-    fn skip(&mut self) -> Result<usize, Invalid> {
-        self.frames.clear();
-        let mut deepest = 0;
-        loop {
-            // One value.
-            match self.peek().ok_or(Invalid)? {
-                b'"' => {
-                    self.pos += 1;
-                    self.string()?;
-                }
-                b't' => self.literal(b"true")?,
-                b'f' => self.literal(b"false")?,
-                b'n' => self.literal(b"null")?,
-                b'-' | b'0'..=b'9' => self.number()?,
-                open @ (b'{' | b'[') => {
-                    self.pos += 1;
-                    self.frames.push(open);
-                    deepest = deepest.max(self.frames.len());
-                    self.whitespace();
-                    let close = if open == b'{' { b'}' } else { b']' };
-                    if self.peek() == Some(close) {
-                        self.pos += 1;
-                        self.frames.pop();
-                    } else {
-                        if open == b'{' {
-                            self.member_key()?;
-                        }
-                        self.whitespace();
-                        continue;
-                    }
-                }
-                _ => return Err(Invalid),
-            }
-            // After a value: close containers until a comma starts the next value.
-            loop {
-                let Some(&frame) = self.frames.last() else {
-                    return Ok(deepest);
-                };
-                self.whitespace();
-                match (self.peek(), frame) {
-                    (Some(b','), _) => {
-                        self.pos += 1;
-                        if frame == b'{' {
-                            self.member_key()?;
-                        }
-                        self.whitespace();
+                    at += 1;
+                    let start = at;
+                    let text = string(bytes, &mut at)?;
+                    let key = decode(bytes, start, at, text)?;
+                    colon(bytes, &mut at)?;
+                    let (value, end) = kept(bytes, at, depth + 1)?;
+                    at = end;
+                    map.insert(key, value);
+                    if comma_or_close(bytes, &mut at, b'}')? {
                         break;
                     }
-                    (Some(b'}'), b'{') | (Some(b']'), b'[') => {
-                        self.pos += 1;
-                        self.frames.pop();
+                }
+            }
+            Value::Object(map)
+        }
+        Some(b'[') => {
+            if depth >= MAX_DEPTH {
+                return Err(Invalid);
+            }
+            expect(bytes, &mut at, b'[')?;
+            let mut items = Vec::new();
+            if bytes.get(at) == Some(&b']') {
+                at += 1;
+            } else {
+                loop {
+                    let (value, end) = kept(bytes, at, depth + 1)?;
+                    at = end;
+                    items.push(value);
+                    if comma_or_close(bytes, &mut at, b']')? {
+                        break;
+                    }
+                }
+            }
+            Value::Array(items)
+        }
+        _ => return Err(Invalid),
+    };
+    Ok((value, at))
+}
+
+/// The string from `start` (after its opening quote) to `end` (after its closing one),
+/// scanned as `text`, decoded.
+fn decode(bytes: &[u8], start: usize, end: usize, text: Text) -> Result<String, Invalid> {
+    let raw = &bytes[start..end - 1];
+    match text {
+        // SAFETY: the scanner saw every byte below 0x80, and ASCII is UTF-8.
+        Text::Ascii => Ok(unsafe { String::from_utf8_unchecked(raw.to_vec()) }),
+        Text::Raw => std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| Invalid),
+        Text::Escaped => serde_json::from_slice(&bytes[start - 1..end]).map_err(|_| Invalid),
+    }
+}
+
+/// A kept number from its bytes (already checked by [`number`]). Integers that surely fit 64
+/// bits are read here; anything else goes through serde_json, which also range-checks them.
+fn number_value(bytes: &[u8], integer: bool) -> Result<Value, Invalid> {
+    let (negative, digits) = match bytes {
+        [b'-', digits @ ..] => (true, digits),
+        digits => (false, digits),
+    };
+    // 10^18 - 1 fits an i64, and `-0` is a float to serde_json.
+    if integer && digits.len() <= 18 && !(negative && digits == b"0") {
+        let magnitude = digits
+            .iter()
+            .fold(0, |n, digit| n * 10 + i64::from(digit - b'0'));
+        return Ok(Value::Number(if negative {
+            Number::from(-magnitude)
+        } else {
+            Number::from(magnitude)
+        }));
+    }
+    serde_json::from_slice(bytes).map_err(|_| Invalid)
+}
+
+/// Skips the value at `at` (whitespace skipped), checking its syntax as serde_json's
+/// `IgnoredAny` does; `depth` containers enclose it. Strings and numbers, most unread
+/// values, inline; anything else in [`skip_any`].
+#[inline(always)]
+fn skip(bytes: &[u8], at: &mut usize, depth: usize) -> Result<(), Invalid> {
+    match bytes.get(*at) {
+        Some(b'"') => {
+            *at += 1;
+            string(bytes, at).map(drop)
+        }
+        Some(b'-' | b'0'..=b'9') => number(bytes, at).map(drop),
+        _ => {
+            *at = skip_any(bytes, *at, depth)?;
+            Ok(())
+        }
+    }
+}
+
+/// [`skip`] for any value, in one loop however deep: the open containers are a count and a
+/// bit each (set for an object), so a body of nested brackets cannot overflow the stack and
+/// nothing is allocated.
+#[inline(never)]
+fn skip_any(bytes: &[u8], mut at: usize, depth: usize) -> Result<usize, Invalid> {
+    let room = MAX_DEPTH.saturating_sub(depth);
+    let mut open = 0;
+    let mut objects: u128 = 0;
+    loop {
+        // One value; a container's first member or element is the next value.
+        match bytes.get(at) {
+            Some(b'"') => {
+                at += 1;
+                string(bytes, &mut at)?;
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                number(bytes, &mut at)?;
+            }
+            Some(&open_byte @ (b'{' | b'[')) => {
+                expect(bytes, &mut at, open_byte)?;
+                let object = open_byte == b'{';
+                if bytes.get(at) == Some(&(open_byte + 2)) {
+                    // `{}` or `[]`: `}` and `]` are two after `{` and `[`.
+                    at += 1;
+                } else {
+                    open += 1;
+                    if open > room {
+                        return Err(Invalid);
+                    }
+                    objects = objects << 1 | u128::from(object);
+                    if object {
+                        member_key(bytes, &mut at)?;
+                    }
+                    continue;
+                }
+            }
+            Some(b't') => literal(bytes, &mut at, b"true")?,
+            Some(b'f') => literal(bytes, &mut at, b"false")?,
+            Some(b'n') => literal(bytes, &mut at, b"null")?,
+            _ => return Err(Invalid),
+        }
+        // After a value: close containers until a comma starts the next value.
+        loop {
+            if open == 0 {
+                return Ok(at);
+            }
+            let object = objects & 1 == 1;
+            let close = if object { b'}' } else { b']' };
+            if !comma_or_close(bytes, &mut at, close)? {
+                if object {
+                    member_key(bytes, &mut at)?;
+                }
+                break;
+            }
+            open -= 1;
+            objects >>= 1;
+        }
+    }
+}
+
+/// `"key":` and the whitespace after it, in a skipped object.
+#[inline(always)]
+fn member_key(bytes: &[u8], at: &mut usize) -> Result<(), Invalid> {
+    if bytes.get(*at) != Some(&b'"') {
+        return Err(Invalid);
+    }
+    *at += 1;
+    string(bytes, at)?;
+    colon(bytes, at)
+}
+
+/// The `:` after a key and the whitespace around it. Bodies are mostly pretty (`"key": 1`) or
+/// compact (`"key":1`): both are one test of three bytes.
+#[inline(always)]
+fn colon(bytes: &[u8], at: &mut usize) -> Result<(), Invalid> {
+    match bytes.get(*at..*at + 3) {
+        Some(&[b':', b' ', next]) if next > b' ' => *at += 2,
+        Some(&[b':', next, _]) if next > b' ' => *at += 1,
+        _ => {
+            whitespace(bytes, at);
+            expect(bytes, at, b':')?;
+        }
+    }
+    Ok(())
+}
+
+/// After a member or element (whitespace not yet skipped): `true` at `close` (consumed),
+/// `false` after a comma and the whitespace after it.
+#[inline(always)]
+fn comma_or_close(bytes: &[u8], at: &mut usize, close: u8) -> Result<bool, Invalid> {
+    whitespace(bytes, at);
+    match bytes.get(*at) {
+        Some(b',') => {
+            *at += 1;
+            whitespace(bytes, at);
+            Ok(false)
+        }
+        Some(&byte) if byte == close => {
+            *at += 1;
+            Ok(true)
+        }
+        _ => Err(Invalid),
+    }
+}
+
+/// Consumes `byte` and the whitespace after it.
+#[inline(always)]
+fn expect(bytes: &[u8], at: &mut usize, byte: u8) -> Result<(), Invalid> {
+    if bytes.get(*at) != Some(&byte) {
+        return Err(Invalid);
+    }
+    *at += 1;
+    whitespace(bytes, at);
+    Ok(())
+}
+
+/// Compact bodies have no whitespace between tokens: one comparison. Pretty ones have single
+/// spaces (`": "`) and runs (a newline and an indent), skipped 16 bytes at a time.
+#[inline(always)]
+fn whitespace(bytes: &[u8], at: &mut usize) {
+    match bytes.get(*at) {
+        Some(&byte) if byte > b' ' => {}
+        Some(b' ') if bytes.get(*at + 1).is_some_and(|&byte| byte > b' ') => *at += 1,
+        _ => {
+            if let Some(chunk) = bytes.get(*at..*at + LANES) {
+                let other = Block::load(chunk).non_whitespace();
+                if other != 0 {
+                    *at += other.trailing_zeros() as usize;
+                    return;
+                }
+            }
+            *at = whitespace_end(bytes, *at);
+        }
+    }
+}
+
+/// Where the whitespace from `at` ends (a non-whitespace byte or the end of `bytes`).
+#[inline(never)]
+fn whitespace_end(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(chunk) = bytes.get(at..at + LANES) {
+        let other = Block::load(chunk).non_whitespace();
+        if other != 0 {
+            return at + other.trailing_zeros() as usize;
+        }
+        at += LANES;
+    }
+    let rest = bytes.get(at..).unwrap_or_default();
+    at + rest
+        .iter()
+        .position(|byte| !matches!(byte, b' ' | b'\n' | b'\t' | b'\r'))
+        .unwrap_or(rest.len())
+}
+
+/// How a scanned string can become a `str`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// All ASCII, no escapes: the bytes are the text.
+    Ascii,
+    /// No escapes but bytes above 0x7f: the bytes are the text if they are UTF-8.
+    Raw,
+    /// Escapes: serde_json decodes it.
+    Escaped,
+}
+
+/// The rest of a string after its opening quote. Most strings (keys, ids, enums) end within
+/// 16 bytes without an escape: one block, inline.
+#[inline(always)]
+fn string(bytes: &[u8], at: &mut usize) -> Result<Text, Invalid> {
+    let mut high = 0;
+    let mut from = *at;
+    while let Some(chunk) = bytes.get(from..from + LANES) {
+        let block = Block::load(chunk);
+        let (stops, quotes) = block.string_stops();
+        if stops == 0 {
+            high |= block.high();
+            from += LANES;
+            continue;
+        }
+        let first = stops & stops.wrapping_neg();
+        if first & quotes == 0 {
+            break;
+        }
+        high |= block.high() & (first - 1);
+        *at = from + first.trailing_zeros() as usize + 1;
+        return Ok(if high == 0 { Text::Ascii } else { Text::Raw });
+    }
+    let (text, end) = long_string(bytes, *at)?;
+    *at = end;
+    Ok(text)
+}
+
+/// [`string`] again for the others: with escapes, or near the end of the body (or invalid);
+/// how it reads and where it ends.
+#[inline(never)]
+fn long_string(bytes: &[u8], mut at: usize) -> Result<(Text, usize), Invalid> {
+    let mut high = 0;
+    let mut escaped = false;
+    loop {
+        let block = Block::at(bytes, at);
+        let (stops, _) = block.string_stops();
+        if stops == 0 {
+            high |= block.high();
+            at += LANES;
+            continue;
+        }
+        let stop = stops.trailing_zeros();
+        high |= block.high() & ((1 << stop) - 1);
+        at += stop as usize;
+        match bytes.get(at) {
+            Some(b'"') => {
+                let text = match (escaped, high) {
+                    (true, _) => Text::Escaped,
+                    (false, 0) => Text::Ascii,
+                    (false, _) => Text::Raw,
+                };
+                return Ok((text, at + 1));
+            }
+            Some(b'\\') => {
+                escaped = true;
+                match bytes.get(at + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at += 2,
+                    Some(b'u') => {
+                        let hex = bytes.get(at + 2..at + 6).ok_or(Invalid)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return Err(Invalid);
+                        }
+                        at += 6;
                     }
                     _ => return Err(Invalid),
                 }
             }
-        }
-    }
-
-    /// `"key":` inside a skipped object.
-    fn member_key(&mut self) -> Result<(), Invalid> {
-        self.eat(b'"')?;
-        self.string()?;
-        self.eat(b':')
-    }
-
-    /// The rest of a string after its opening quote; whether it had escapes.
-    fn string(&mut self) -> Result<bool, Invalid> {
-        let mut escaped = false;
-        loop {
-            let rest = &self.bytes[self.pos..];
-            let stop = string_stop(rest).ok_or(Invalid)?;
-            self.pos += stop;
-            match rest[stop] {
-                b'"' => {
-                    self.pos += 1;
-                    return Ok(escaped);
-                }
-                b'\\' => {
-                    escaped = true;
-                    match self.bytes.get(self.pos + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                            self.pos += 2;
-                        }
-                        Some(b'u') => {
-                            let hex = self.bytes.get(self.pos + 2..self.pos + 6).ok_or(Invalid)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return Err(Invalid);
-                            }
-                            self.pos += 6;
-                        }
-                        _ => return Err(Invalid),
-                    }
-                }
-                _ => return Err(Invalid),
-            }
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Result<(), Invalid> {
-        if self.bytes[self.pos..].starts_with(word) {
-            self.pos += word.len();
-            Ok(())
-        } else {
-            Err(Invalid)
-        }
-    }
-
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
-    fn number(&mut self) -> Result<(), Invalid> {
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
-            }
+            // A control character, or the end of the body.
             _ => return Err(Invalid),
         }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if self.digits() == 0 {
-                return Err(Invalid);
+    }
+}
+
+#[inline(always)]
+fn literal(bytes: &[u8], at: &mut usize, word: &[u8]) -> Result<(), Invalid> {
+    if bytes.get(*at..*at + word.len()) != Some(word) {
+        return Err(Invalid);
+    }
+    *at += word.len();
+    Ok(())
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`; whether it is an integer (no
+/// fraction or exponent).
+#[inline(always)]
+fn number(bytes: &[u8], at: &mut usize) -> Result<bool, Invalid> {
+    if bytes.get(*at) == Some(&b'-') {
+        *at += 1;
+    }
+    let start = *at;
+    let digits = digits(bytes, at);
+    // No leading zeros.
+    if digits == 0 || (digits > 1 && bytes[start] == b'0') {
+        return Err(Invalid);
+    }
+    match bytes.get(*at) {
+        Some(b'.' | b'e' | b'E') => {
+            *at = fraction(bytes, *at)?;
+            Ok(false)
+        }
+        _ => Ok(true),
+    }
+}
+
+/// The fraction and exponent of a number, if any; where they end.
+#[inline(never)]
+fn fraction(bytes: &[u8], mut at: usize) -> Result<usize, Invalid> {
+    if bytes.get(at) == Some(&b'.') {
+        at += 1;
+        if digits(bytes, &mut at) == 0 {
+            return Err(Invalid);
+        }
+    }
+    if let Some(b'e' | b'E') = bytes.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = bytes.get(at) {
+            at += 1;
+        }
+        if digits(bytes, &mut at) == 0 {
+            return Err(Invalid);
+        }
+    }
+    Ok(at)
+}
+
+/// Skips a run of ASCII digits; its length.
+#[inline(always)]
+fn digits(bytes: &[u8], at: &mut usize) -> usize {
+    if let Some(chunk) = bytes.get(*at..*at + LANES) {
+        let other = Block::load(chunk).non_digits();
+        if other != 0 {
+            let digits = other.trailing_zeros() as usize;
+            *at += digits;
+            return digits;
+        }
+    }
+    let start = *at;
+    *at = digits_end(bytes, start);
+    *at - start
+}
+
+/// Where the run of digits from `at` ends: [`digits`] for long runs and the end of the body.
+#[inline(never)]
+fn digits_end(bytes: &[u8], mut at: usize) -> usize {
+    loop {
+        let other = Block::at(bytes, at).non_digits();
+        if other != 0 {
+            return at + other.trailing_zeros() as usize;
+        }
+        at += LANES;
+    }
+}
+
+/// [`prefix`] of the key of `len` bytes at `start` in `bytes`, reading one word.
+#[inline(always)]
+fn prefix_at(bytes: &[u8], start: usize, len: usize) -> u64 {
+    match bytes.get(start..start + 8) {
+        Some(word) => {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            if len >= 8 {
+                word
+            } else {
+                word & ((1 << (8 * len)) - 1)
             }
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            if self.digits() == 0 {
-                return Err(Invalid);
-            }
-        }
-        Ok(())
+        None => prefix(&bytes[start..start + len]),
+    }
+}
+
+/// Bytes examined at once by a [`Block`].
+const LANES: usize = 16;
+
+#[cfg(target_arch = "x86_64")]
+use sse2::Block;
+
+#[cfg(not(target_arch = "x86_64"))]
+use portable::Block;
+
+/// 16 bytes of the body compared at once with SSE2 (always there on x86_64). Each method
+/// returns a bit mask, bit `i` for byte `i`.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_max_epu8,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+
+    use super::LANES;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Block(__m128i);
+
+    #[inline(always)]
+    fn splat(byte: u8) -> __m128i {
+        // SAFETY (here and below): SSE2 is part of the x86_64 baseline, in every such CPU.
+        unsafe { _mm_set1_epi8(byte as i8) }
     }
 
-    fn digits(&mut self) -> usize {
-        let start = self.pos;
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.pos += 1;
+    #[inline(always)]
+    fn mask(lanes: __m128i) -> u32 {
+        // SAFETY: SSE2.
+        unsafe { _mm_movemask_epi8(lanes) as u32 }
+    }
+
+    impl Block {
+        /// The 16 bytes from `pos`, zeros past the end of `bytes` (zero stops every scan).
+        #[inline(always)]
+        pub(super) fn at(bytes: &[u8], pos: usize) -> Self {
+            match bytes.get(pos..pos + LANES) {
+                Some(chunk) => Self::load(chunk),
+                None => Self::padded(bytes, pos),
+            }
         }
-        self.pos - start
+
+        /// The first 16 bytes of `chunk`.
+        #[inline(always)]
+        pub(super) fn load(chunk: &[u8]) -> Self {
+            assert!(chunk.len() >= LANES);
+            // SAFETY: `chunk` has 16 readable bytes; `loadu` needs no alignment.
+            Self(unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) })
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn padded(bytes: &[u8], pos: usize) -> Self {
+            let mut padded = [0; LANES];
+            let rest = bytes.get(pos..).unwrap_or_default();
+            padded[..rest.len()].copy_from_slice(rest);
+            // SAFETY: `padded` is 16 readable bytes; `loadu` needs no alignment.
+            Self(unsafe { _mm_loadu_si128(padded.as_ptr().cast()) })
+        }
+
+        /// Where a string ends or needs a closer look (`"`, `\`, a control character), and
+        /// where its quotes are.
+        #[inline(always)]
+        pub(super) fn string_stops(self) -> (u32, u32) {
+            // SAFETY: SSE2.
+            unsafe {
+                let quotes = _mm_cmpeq_epi8(self.0, splat(b'"'));
+                let backslashes = _mm_cmpeq_epi8(self.0, splat(b'\\'));
+                // Unsigned `byte <= 0x1f` is `max(byte, 0x1f) == 0x1f`.
+                let controls = _mm_cmpeq_epi8(_mm_max_epu8(self.0, splat(0x1f)), splat(0x1f));
+                let stops = _mm_or_si128(_mm_or_si128(quotes, backslashes), controls);
+                (mask(stops), mask(quotes))
+            }
+        }
+
+        /// Bytes other than JSON's four whitespace characters.
+        #[inline(always)]
+        pub(super) fn non_whitespace(self) -> u32 {
+            // SAFETY: SSE2.
+            unsafe {
+                let spaces = _mm_or_si128(
+                    _mm_cmpeq_epi8(self.0, splat(b' ')),
+                    _mm_cmpeq_epi8(self.0, splat(b'\n')),
+                );
+                let others = _mm_or_si128(
+                    _mm_cmpeq_epi8(self.0, splat(b'\t')),
+                    _mm_cmpeq_epi8(self.0, splat(b'\r')),
+                );
+                !mask(_mm_or_si128(spaces, others)) & 0xffff
+            }
+        }
+
+        /// Bytes other than ASCII digits. The comparisons are signed, so bytes above 0x7f
+        /// count as below `0`.
+        #[inline(always)]
+        pub(super) fn non_digits(self) -> u32 {
+            // SAFETY: SSE2.
+            unsafe {
+                mask(_mm_or_si128(
+                    _mm_cmplt_epi8(self.0, splat(b'0')),
+                    _mm_cmpgt_epi8(self.0, splat(b'9')),
+                ))
+            }
+        }
+
+        /// Bytes above 0x7f (not ASCII).
+        #[inline(always)]
+        pub(super) fn high(self) -> u32 {
+            mask(self.0)
+        }
+    }
+}
+
+/// [`sse2::Block`] a byte at a time, for other targets (and to test the SSE2 one against).
+#[cfg(any(not(target_arch = "x86_64"), test))]
+mod portable {
+    use super::LANES;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Block([u8; LANES]);
+
+    impl Block {
+        pub(super) fn load(chunk: &[u8]) -> Self {
+            Self::at(chunk, 0)
+        }
+
+        pub(super) fn at(bytes: &[u8], pos: usize) -> Self {
+            let mut block = [0; LANES];
+            let rest = bytes.get(pos..).unwrap_or_default();
+            let len = rest.len().min(LANES);
+            block[..len].copy_from_slice(&rest[..len]);
+            Self(block)
+        }
+
+        fn mask(self, test: impl Fn(u8) -> bool) -> u32 {
+            self.0
+                .iter()
+                .enumerate()
+                .filter(|&(_, &byte)| test(byte))
+                .fold(0, |mask, (i, _)| mask | 1 << i)
+        }
+
+        pub(super) fn string_stops(self) -> (u32, u32) {
+            (
+                self.mask(|b| b == b'"' || b == b'\\' || b < 0x20),
+                self.mask(|b| b == b'"'),
+            )
+        }
+
+        pub(super) fn non_whitespace(self) -> u32 {
+            self.mask(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
+        }
+
+        pub(super) fn non_digits(self) -> u32 {
+            self.mask(|b| !b.is_ascii_digit())
+        }
+
+        pub(super) fn high(self) -> u32 {
+            self.mask(|b| b >= 0x80)
+        }
     }
 }
 
@@ -491,19 +969,6 @@ pub(crate) fn string_stop(bytes: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .map(|at| offset + at)
-}
-
-/// A kept value from its bytes, already checked by [`Scan::skip`]. A string without escapes
-/// (most kept values) is taken as it is; anything else goes through serde_json, which also
-/// range-checks numbers.
-fn kept(bytes: &[u8]) -> Result<Value, Invalid> {
-    if let [b'"', inner @ .., b'"'] = bytes
-        && !inner.contains(&b'\\')
-    {
-        let text = std::str::from_utf8(inner).map_err(|_| Invalid)?;
-        return Ok(Value::String(text.to_owned()));
-    }
-    serde_json::from_slice(bytes).map_err(|_| Invalid)
 }
 
 struct Project<'p>(&'p Node);
@@ -787,13 +1252,7 @@ event:
 
     /// The scanner alone, without the fallback: `None` where it leaves the body to serde_json.
     fn scanned(projection: &Projection, body: &str) -> Option<Value> {
-        let mut scan = Scan {
-            bytes: body.as_bytes(),
-            pos: 0,
-            frames: Vec::new(),
-        };
-        let value = scan.value(&projection.root, 0).ok()?;
-        scan.end().ok().map(|()| value)
+        scan(&projection.root, body.as_bytes()).ok()
     }
 
     #[test]
@@ -810,6 +1269,14 @@ event:
             r#"{"id":"é","data":"not an object","created":18446744073709551615}"#,
             r#"[{"id":1}]"#,
             r#""a string body""#,
+            // Kept numbers: read here when they surely fit, by serde_json otherwise.
+            r#"{"id":[0,-0,-12,999999999999999999,-999999999999999999,1000000000000000000,
+                18446744073709551615,18446744073709551616,-9223372036854775808,1.5,-0.0,1e2]}"#,
+            // Strings longer than a block, non-ASCII, escaped, as keys and values.
+            r#"{"id":{"a key longer than sixteen bytes":"a value longer than sixteen bytes",
+                "é":"ü","\u00e9\n":"\"quoted\" and longer than sixteen bytes"}}"#,
+            "{\r\n\t\"id\" :\t\"x\" ,\r\n  \"data\": {\"object\": {\"customer\": [1, {\"é\": null}]}}}\r\n",
+            r#"{"data":{"object":{"customer_email_":1,"customer_emaiL":2,"customer_email":3}}}"#,
         ];
         for body in odd {
             let reference = narrow.parse_serde(body.as_bytes()).expect(body);
@@ -879,5 +1346,35 @@ event:
             }
         }
         assert_eq!(string_stop(&text), None, "{text:?}");
+    }
+
+    /// The SSE2 blocks find what the portable ones (the other targets') find, at every offset
+    /// and near the end of the body, for bytes around every class boundary.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sse2_blocks_match_the_portable_ones() {
+        let interesting = [
+            0x00, 0x08, 0x09, 0x0a, 0x0d, 0x1f, 0x20, 0x21, b'"', b'\\', b'/', b'0', b'5', b'9',
+            b':', b'a', 0x7f, 0x80, 0xc3, 0xff,
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut bytes = Vec::new();
+        for _ in 0..4000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            bytes.push(interesting[(state % interesting.len() as u64) as usize]);
+        }
+        for at in 0..=bytes.len() {
+            let (fast, slow) = (sse2::Block::at(&bytes, at), portable::Block::at(&bytes, at));
+            assert_eq!(fast.string_stops(), slow.string_stops(), "at {at}");
+            assert_eq!(fast.non_whitespace(), slow.non_whitespace(), "at {at}");
+            assert_eq!(fast.non_digits(), slow.non_digits(), "at {at}");
+            assert_eq!(fast.high(), slow.high(), "at {at}");
+            if let Some(chunk) = bytes.get(at..at + LANES) {
+                let (fast, slow) = (sse2::Block::load(chunk), portable::Block::load(chunk));
+                assert_eq!(fast.string_stops(), slow.string_stops(), "at {at}");
+            }
+        }
     }
 }
