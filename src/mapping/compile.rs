@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::api::mapping::MappingSpec;
 
+use super::lookup::Lookups;
 use super::privacy::CompiledPrivacy;
 use super::request::Scope;
 use super::template::{Path, Template, Variable, parse_path};
@@ -58,6 +59,8 @@ pub struct CompiledMapping {
     pub(crate) for_each: Option<Template>,
     pub(crate) event: CompiledEvent,
     pub(crate) privacy: CompiledPrivacy,
+    /// The body paths the event's templates read, resolved together once the conditions hold.
+    pub(crate) lookups: Lookups,
     reads: Box<[Path]>,
 }
 
@@ -71,6 +74,25 @@ pub(crate) struct CompiledEvent {
     pub(crate) timestamp: Option<Template>,
     pub(crate) properties_from: Option<Template>,
     pub(crate) fields: Box<[(String, Template)]>,
+}
+
+impl CompiledEvent {
+    fn templates_mut(&mut self) -> impl Iterator<Item = &mut Template> {
+        std::iter::once(&mut self.name)
+            .chain(
+                [
+                    self.id.as_mut(),
+                    self.visitor_id.as_mut(),
+                    self.external_id.as_mut(),
+                    self.email.as_mut(),
+                    self.timestamp.as_mut(),
+                    self.properties_from.as_mut(),
+                ]
+                .into_iter()
+                .flatten(),
+            )
+            .chain(self.fields.iter_mut().map(|(_, template)| template))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -175,7 +197,7 @@ impl CompiledMapping {
             return Err(CompileErrors(c.errors));
         };
         let (id, visitor_id, external_id, email, timestamp, properties_from) = event;
-        let event = CompiledEvent {
+        let mut event = CompiledEvent {
             name: name_template,
             id,
             visitor_id,
@@ -185,6 +207,10 @@ impl CompiledMapping {
             properties_from,
             fields,
         };
+        let mut lookups = Lookups::default();
+        for template in event.templates_mut() {
+            template.use_lookups(&mut lookups);
+        }
         let mut mapping = CompiledMapping {
             name: name.into(),
             conditions: conditions.into(),
@@ -192,6 +218,7 @@ impl CompiledMapping {
             for_each,
             event,
             privacy,
+            lookups,
             reads: Box::default(),
         };
         mapping.reads = mapping.collect_reads(c.for_each.as_ref());

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::compile::CompiledMapping;
 use super::event::MappedEvent;
+use super::lookup::Lookups;
 use super::request::{Request, Scope};
 use super::template::{Template, Val};
 use super::time::to_timestamp;
@@ -70,6 +71,25 @@ impl MapOutcome {
     }
 }
 
+/// Body paths an event can read before their values spill from the stack to the heap.
+const INLINE_VALUES: usize = 16;
+
+/// Runs `f` on `scope` with the values of `lookups` resolved, on the stack for any mapping of a
+/// sensible size.
+fn with_lookups<R>(lookups: &Lookups, scope: Scope<'_>, f: impl FnOnce(&Scope<'_>) -> R) -> R {
+    let mut inline = [None; INLINE_VALUES];
+    let mut spilled = Vec::new();
+    let values = match inline.get_mut(..lookups.len()) {
+        Some(values) => values,
+        None => {
+            spilled.resize(lookups.len(), None);
+            &mut spilled[..]
+        }
+    };
+    lookups.resolve(scope.body, values);
+    f(&scope.with_values(values))
+}
+
 /// Runs every mapping of a source against a request.
 pub fn map_request(mappings: &[CompiledMapping], request: &Request<'_>) -> MapOutcome {
     let mut outcome = MapOutcome::default();
@@ -84,15 +104,22 @@ impl CompiledMapping {
     /// conditions do not hold.
     pub fn apply(&self, request: &Request<'_>, outcome: &mut MapOutcome) {
         let scope = request.scope();
-        if !self.conditions.iter().all(|c| c.holds(&scope)) {
-            return;
+        // Conditions read a path or two, usually near the root: searching costs less than
+        // walking there, and nothing more is resolved for a request they turn away.
+        if self.conditions.iter().all(|c| c.holds(&scope)) {
+            with_lookups(&self.lookups, scope, |scope| {
+                self.emit_all(scope, request, outcome)
+            });
         }
+    }
+
+    fn emit_all(&self, scope: &Scope<'_>, request: &Request<'_>, outcome: &mut MapOutcome) {
         let Some(for_each) = &self.for_each else {
             outcome.matched.push(self.name.clone());
-            self.emit(&scope, None, request, outcome);
+            self.emit(scope, None, request, outcome);
             return;
         };
-        match for_each.evaluate(&scope) {
+        match for_each.evaluate(scope) {
             Val::Json(Value::Array(items)) => {
                 let mut matched = self.item_conditions.is_empty();
                 for (index, item) in items.iter().enumerate() {

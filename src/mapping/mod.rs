@@ -55,6 +55,7 @@
 //! - [`body`]: JSON and form bodies into one `serde_json::Value`.
 //! - [`compile`]: a `MappingSpec` into a [`CompiledMapping`], with positioned errors.
 //! - [`engine`]: conditions, forEach, identity, privacy: a request into a [`MapOutcome`].
+//! - `lookup`: the body paths an event reads, resolved together in one walk per request.
 //! - [`event`]: the canonical CloudEvent.
 //! - [`shape`]: the learned payload shape and the fields no mapping reads.
 //! - [`projection`]: parsing only the fields the mappings read.
@@ -63,6 +64,7 @@ pub mod body;
 pub mod compile;
 pub mod engine;
 pub mod event;
+mod lookup;
 mod privacy;
 pub mod projection;
 pub mod request;

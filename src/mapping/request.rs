@@ -96,6 +96,7 @@ impl<'a> Request<'a> {
     pub(crate) fn scope(&self) -> Scope<'_> {
         Scope {
             body: self.body,
+            values: &[],
             item: None,
             headers: self.headers,
             query: &self.query,
@@ -107,12 +108,19 @@ impl<'a> Request<'a> {
 #[derive(Clone, Copy)]
 pub(crate) struct Scope<'a> {
     pub(crate) body: &'a Value,
+    /// Body values resolved ahead by a mapping's lookups, read by the slots of its templates.
+    pub(crate) values: &'a [Option<&'a Value>],
     pub(crate) item: Option<&'a Value>,
     headers: &'a dyn Headers,
     query: &'a Query<'a>,
 }
 
 impl<'a> Scope<'a> {
+    /// The scope for templates whose slots index `values`.
+    pub(crate) fn with_values(self, values: &'a [Option<&'a Value>]) -> Self {
+        Self { values, ..self }
+    }
+
     pub(crate) fn with_item(self, item: &'a Value) -> Self {
         Self {
             item: Some(item),

@@ -20,6 +20,7 @@ use std::fmt::{self, Write as _};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::lookup::Lookups;
 use super::request::{Request, Scope};
 
 /// A compiled template: either a static value, one variable (keeping its JSON type), or text
@@ -49,6 +50,8 @@ pub(crate) struct Expr {
     filters: Box<[Filter]>,
     /// 1-based character position of the variable, for compile errors found after parsing.
     pub(crate) position: usize,
+    /// For a body path in an event template: where the mapping's [`Lookups`] put its value.
+    slot: Option<usize>,
 }
 
 /// What a variable reads.
@@ -123,6 +126,11 @@ impl Path {
 
     pub fn is_root(&self) -> bool {
         self.segments.is_empty()
+    }
+
+    /// The segments as keys, with the index each also is when read on an array.
+    pub(crate) fn segments(&self) -> impl Iterator<Item = (&str, Option<usize>)> + '_ {
+        self.segments.iter().map(|s| (&*s.key, s.index))
     }
 
     /// The segments as keys (array indexes as their decimal text).
@@ -321,6 +329,22 @@ impl Template {
             }))
     }
 
+    /// Makes the body paths read values that `lookups` resolves (see [`Scope::with_values`])
+    /// instead of searching the body.
+    pub(crate) fn use_lookups(&mut self, lookups: &mut Lookups) {
+        match &mut self.kind {
+            Kind::Static(_) => {}
+            Kind::Single(expr) => expr.use_lookups(lookups),
+            Kind::Concat(parts) => {
+                for part in parts.iter_mut() {
+                    if let Part::Expr(expr) = part {
+                        expr.use_lookups(lookups);
+                    }
+                }
+            }
+        }
+    }
+
     /// Position of the first `$item` variable, if any.
     pub(crate) fn item_position(&self) -> Option<usize> {
         self.expressions()
@@ -365,9 +389,18 @@ impl fmt::Display for Template {
 }
 
 impl Expr {
+    fn use_lookups(&mut self, lookups: &mut Lookups) {
+        if let Variable::Body(path) = &self.variable {
+            self.slot = Some(lookups.slot(path));
+        }
+    }
+
     fn evaluate<'a>(&'a self, scope: &Scope<'a>) -> Val<'a> {
         let value = match &self.variable {
-            Variable::Body(path) => Val::from_json(path.resolve(scope.body)),
+            Variable::Body(path) => match self.slot.and_then(|slot| scope.values.get(slot)) {
+                Some(value) => Val::from_json(*value),
+                None => Val::from_json(path.resolve(scope.body)),
+            },
             Variable::Item(path) => Val::from_json(scope.item.and_then(|item| path.resolve(item))),
             Variable::Header(name) => scope.header(name).map_or(Val::Missing, Val::borrowed),
             Variable::Query(name) => scope.query(name).map_or(Val::Missing, Val::borrowed),
@@ -410,10 +443,13 @@ impl Filter {
 }
 
 pub(crate) fn lowercase(s: Cow<'_, str>) -> Cow<'_, str> {
-    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
-        s
-    } else {
+    // ASCII text, nearly every email, is lowered byte by byte; `to_lowercase` decodes each char.
+    if !s.is_ascii() {
         Cow::Owned(s.to_lowercase())
+    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        s
     }
 }
 
@@ -422,12 +458,11 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(bytes);
     // As bytes: a `String::push` per digit checks capacity and encodes a char 64 times over.
-    let mut hex = [0u8; 64];
-    for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0xf)];
+    let mut hex = Vec::with_capacity(64);
+    for byte in digest {
+        hex.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
     }
-    String::from_utf8_lossy(&hex).into_owned()
+    String::from_utf8(hex).expect("hex digits are ASCII")
 }
 
 /// The result of evaluating a template: borrowed from the body or template where possible.
@@ -525,12 +560,12 @@ impl<'a> Val<'a> {
     }
 }
 
-/// `text.trim().is_empty()`. Ids and emails start with a visible ASCII character, which settles
-/// it without decoding the text from both ends.
+/// `text.trim().is_empty()`, decoding characters only when the first byte that is not ASCII
+/// whitespace is not ASCII either.
 fn is_blank(text: &str) -> bool {
-    match text.as_bytes().first() {
+    match text.bytes().find(|b| !matches!(b, b' ' | b'\t'..=b'\r')) {
         None => true,
-        Some(byte) if byte.is_ascii_graphic() => false,
+        Some(byte) if byte.is_ascii() => false,
         Some(_) => text.trim().is_empty(),
     }
 }
@@ -668,6 +703,7 @@ impl<'s> Cursor<'s> {
             variable,
             filters: filters.into(),
             position,
+            slot: None,
         })
     }
 
