@@ -320,6 +320,8 @@ fn array(
 }
 
 /// The whole value at `at`, built as serde_json builds it; `depth` containers enclose it.
+/// Scalars inline, containers in [`kept_container`].
+#[inline(always)]
 fn kept(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, usize), Invalid> {
     let start = at;
     let value = match bytes.get(at) {
@@ -335,6 +337,15 @@ fn kept(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, usize), Inv
         Some(b't') => literal(bytes, &mut at, b"true").map(|()| Value::Bool(true))?,
         Some(b'f') => literal(bytes, &mut at, b"false").map(|()| Value::Bool(false))?,
         Some(b'n') => literal(bytes, &mut at, b"null").map(|()| Value::Null)?,
+        _ => return kept_container(bytes, at, depth),
+    };
+    Ok((value, at))
+}
+
+/// [`kept`] for objects and arrays.
+#[inline(never)]
+fn kept_container(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, usize), Invalid> {
+    let value = match bytes.get(at) {
         Some(b'{') => {
             if depth >= MAX_DEPTH {
                 return Err(Invalid);
@@ -424,8 +435,8 @@ fn number_value(bytes: &[u8], integer: bool) -> Result<Value, Invalid> {
 }
 
 /// Skips the value at `at` (whitespace skipped), checking its syntax as serde_json's
-/// `IgnoredAny` does; `depth` containers enclose it. Strings and numbers, most unread
-/// values, inline; anything else in [`skip_any`].
+/// `IgnoredAny` does; `depth` containers enclose it. Scalars, most unread values, inline;
+/// containers in [`skip_any`].
 #[inline(always)]
 fn skip(bytes: &[u8], at: &mut usize, depth: usize) -> Result<(), Invalid> {
     match bytes.get(*at) {
@@ -434,6 +445,9 @@ fn skip(bytes: &[u8], at: &mut usize, depth: usize) -> Result<(), Invalid> {
             string(bytes, at).map(drop)
         }
         Some(b'-' | b'0'..=b'9') => number(bytes, at).map(drop),
+        Some(b't') => literal(bytes, at, b"true"),
+        Some(b'f') => literal(bytes, at, b"false"),
+        Some(b'n') => literal(bytes, at, b"null"),
         _ => {
             *at = skip_any(bytes, *at, depth)?;
             Ok(())
@@ -470,7 +484,7 @@ fn skip_any(bytes: &[u8], mut at: usize, depth: usize) -> Result<usize, Invalid>
                     if open > room {
                         return Err(Invalid);
                     }
-                    objects = objects << 1 | u128::from(object);
+                    objects = (objects << 1) | u128::from(object);
                     if object {
                         member_key(bytes, &mut at)?;
                     }
@@ -605,42 +619,38 @@ enum Text {
     Escaped,
 }
 
-/// The rest of a string after its opening quote. Most strings (keys, ids, enums) end within
-/// 16 bytes without an escape: one block, inline.
+/// The rest of a string after its opening quote. Most strings (keys, ids, enums) are ASCII
+/// without escapes and end within a block or two: inline, one test per block.
 #[inline(always)]
 fn string(bytes: &[u8], at: &mut usize) -> Result<Text, Invalid> {
-    let mut high = 0;
     let mut from = *at;
     while let Some(chunk) = bytes.get(from..from + LANES) {
-        let block = Block::load(chunk);
-        let (stops, quotes) = block.string_stops();
+        let stops = Block::load(chunk).ascii_string_stops();
         if stops == 0 {
-            high |= block.high();
             from += LANES;
             continue;
         }
-        let first = stops & stops.wrapping_neg();
-        if first & quotes == 0 {
+        let stop = stops.trailing_zeros() as usize;
+        if chunk[stop] != b'"' {
             break;
         }
-        high |= block.high() & (first - 1);
-        *at = from + first.trailing_zeros() as usize + 1;
-        return Ok(if high == 0 { Text::Ascii } else { Text::Raw });
+        *at = from + stop + 1;
+        return Ok(Text::Ascii);
     }
     let (text, end) = long_string(bytes, *at)?;
     *at = end;
     Ok(text)
 }
 
-/// [`string`] again for the others: with escapes, or near the end of the body (or invalid);
-/// how it reads and where it ends.
+/// [`string`] again for the others: with escapes or bytes above 0x7f, or near the end of the
+/// body (or invalid); how it reads and where it ends.
 #[inline(never)]
 fn long_string(bytes: &[u8], mut at: usize) -> Result<(Text, usize), Invalid> {
     let mut high = 0;
     let mut escaped = false;
     loop {
         let block = Block::at(bytes, at);
-        let (stops, _) = block.string_stops();
+        let stops = block.string_stops();
         if stops == 0 {
             high |= block.high();
             at += LANES;
@@ -837,18 +847,30 @@ mod sse2 {
             Self(unsafe { _mm_loadu_si128(padded.as_ptr().cast()) })
         }
 
-        /// Where a string ends or needs a closer look (`"`, `\`, a control character), and
-        /// where its quotes are.
+        /// Where a string ends or needs a closer look: `"`, `\`, a control character.
         #[inline(always)]
-        pub(super) fn string_stops(self) -> (u32, u32) {
+        pub(super) fn string_stops(self) -> u32 {
             // SAFETY: SSE2.
             unsafe {
                 let quotes = _mm_cmpeq_epi8(self.0, splat(b'"'));
                 let backslashes = _mm_cmpeq_epi8(self.0, splat(b'\\'));
                 // Unsigned `byte <= 0x1f` is `max(byte, 0x1f) == 0x1f`.
                 let controls = _mm_cmpeq_epi8(_mm_max_epu8(self.0, splat(0x1f)), splat(0x1f));
-                let stops = _mm_or_si128(_mm_or_si128(quotes, backslashes), controls);
-                (mask(stops), mask(quotes))
+                mask(_mm_or_si128(_mm_or_si128(quotes, backslashes), controls))
+            }
+        }
+
+        /// [`Block::string_stops`] and bytes above 0x7f: where an ASCII string ends or
+        /// needs a closer look.
+        #[inline(always)]
+        pub(super) fn ascii_string_stops(self) -> u32 {
+            // SAFETY: SSE2.
+            unsafe {
+                let quotes = _mm_cmpeq_epi8(self.0, splat(b'"'));
+                let backslashes = _mm_cmpeq_epi8(self.0, splat(b'\\'));
+                // Signed, bytes above 0x7f are negative: below 0x20 as control characters are.
+                let others = _mm_cmplt_epi8(self.0, splat(0x20));
+                mask(_mm_or_si128(_mm_or_si128(quotes, backslashes), others))
             }
         }
 
@@ -916,14 +938,15 @@ mod portable {
                 .iter()
                 .enumerate()
                 .filter(|&(_, &byte)| test(byte))
-                .fold(0, |mask, (i, _)| mask | 1 << i)
+                .fold(0, |mask, (i, _)| mask | (1 << i))
         }
 
-        pub(super) fn string_stops(self) -> (u32, u32) {
-            (
-                self.mask(|b| b == b'"' || b == b'\\' || b < 0x20),
-                self.mask(|b| b == b'"'),
-            )
+        pub(super) fn string_stops(self) -> u32 {
+            self.mask(|b| b == b'"' || b == b'\\' || b < 0x20)
+        }
+
+        pub(super) fn ascii_string_stops(self) -> u32 {
+            self.mask(|b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
         }
 
         pub(super) fn non_whitespace(self) -> u32 {
@@ -1368,6 +1391,11 @@ event:
         for at in 0..=bytes.len() {
             let (fast, slow) = (sse2::Block::at(&bytes, at), portable::Block::at(&bytes, at));
             assert_eq!(fast.string_stops(), slow.string_stops(), "at {at}");
+            assert_eq!(
+                fast.ascii_string_stops(),
+                slow.ascii_string_stops(),
+                "at {at}"
+            );
             assert_eq!(fast.non_whitespace(), slow.non_whitespace(), "at {at}");
             assert_eq!(fast.non_digits(), slow.non_digits(), "at {at}");
             assert_eq!(fast.high(), slow.high(), "at {at}");
