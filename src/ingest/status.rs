@@ -85,7 +85,6 @@ struct MappingStats {
     recent_errors: Vec<RecentError>,
 }
 
-/// Which counter a request outcome adds to.
 /// What became of an accepted event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -93,6 +92,7 @@ pub enum Delivery {
     Duplicate,
 }
 
+/// Which counter a request outcome adds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Count {
     Received,
