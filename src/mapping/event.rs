@@ -77,6 +77,9 @@ impl MappedEvent {
     /// The structured CloudEvent as JSON, without a line end (NATS messages, HTTP structured
     /// mode); see [`MappedEvent::write_json_line`].
     pub fn write_json(&self, source: &EventSource, out: &mut Vec<u8>) {
+        // The event time appears twice (`time`, `data.timestamp`): formatted once.
+        let mut time_buffer = [0u8; 32];
+        let time = rfc3339(self.timestamp, &mut time_buffer);
         out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
         json_str(out, &self.id);
         out.extend_from_slice(br#","source":"#);
@@ -84,7 +87,7 @@ impl MappedEvent {
         out.extend_from_slice(br#","type":"#);
         json_str(out, &self.name);
         out.extend_from_slice(br#","time":"#);
-        json_time(out, self.timestamp);
+        json_time(out, time, self.timestamp);
         out.extend_from_slice(br#","datacontenttype":"application/json","data":{"event":"#);
         json_str(out, &self.name);
         out.extend_from_slice(br#","eventId":"#);
@@ -101,11 +104,16 @@ impl MappedEvent {
             }
         }
         out.extend_from_slice(br#","timestamp":"#);
-        json_time(out, self.timestamp);
+        json_time(out, time, self.timestamp);
         out.extend_from_slice(br#","properties":"#);
         json_object(out, &self.properties);
         out.extend_from_slice(br#","receivedAt":"#);
-        json_time(out, self.received_at);
+        let mut buffer = [0u8; 32];
+        json_time(
+            out,
+            rfc3339(self.received_at, &mut buffer),
+            self.received_at,
+        );
         out.extend_from_slice(br#","mapping":"#);
         json_str(out, &self.mapping);
         out.extend_from_slice(b"}}");
@@ -123,10 +131,15 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-fn json_time(out: &mut Vec<u8>, at: Timestamp) {
-    let mut buffer = [0u8; 32];
-    match rfc3339(at, &mut buffer) {
-        Some(text) => json_str(out, text),
+/// `at` as a JSON string: `formatted` (from [`rfc3339`]; digits and separators, nothing to
+/// escape) or, for times it does not format, through serde.
+fn json_time(out: &mut Vec<u8>, formatted: Option<&str>, at: Timestamp) {
+    match formatted {
+        Some(text) => {
+            out.push(b'"');
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'"');
+        }
         None => {
             let _ = serde_json::to_writer(&mut *out, &Rfc3339(at));
         }
