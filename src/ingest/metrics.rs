@@ -260,17 +260,17 @@ mod tests {
             .collect()
     }
 
+    fn has(listed: &[String], text: &str) -> bool {
+        listed.iter().any(|l| l.contains(text))
+    }
+
     #[test]
     fn a_source_lists_delivered_at_zero_and_other_outcomes_once_they_happen() {
         let metrics = Metrics::new();
         let shop = metrics.source("ns", "shop");
         let listed = series(&metrics, "shop");
         assert_eq!(listed.len(), 2, "{listed:?}");
-        assert!(
-            listed
-                .iter()
-                .any(|l| l.contains(r#"outcome="delivered"} 0"#))
-        );
+        assert!(has(&listed, r#"outcome="delivered"} 0"#));
         assert!(
             listed
                 .iter()
@@ -281,18 +281,8 @@ mod tests {
         shop.request(Outcome::Unauthorized);
         shop.request(Outcome::Delivered);
         let listed = series(&metrics, "shop");
-        assert!(
-            listed
-                .iter()
-                .any(|l| l.contains(r#"outcome="unauthorized"} 2"#)),
-            "{listed:?}"
-        );
-        assert!(
-            listed
-                .iter()
-                .any(|l| l.contains(r#"outcome="delivered"} 1"#)),
-            "{listed:?}"
-        );
+        assert!(has(&listed, r#"outcome="unauthorized"} 2"#), "{listed:?}");
+        assert!(has(&listed, r#"outcome="delivered"} 1"#), "{listed:?}");
     }
 
     #[test]
@@ -309,19 +299,8 @@ mod tests {
         old.request(Outcome::BadRequest);
         old.request(Outcome::RateLimited);
         let listed = series(&metrics, "shop");
-        assert!(
-            listed
-                .iter()
-                .any(|l| l.contains(r#"outcome="bad_request"} 1"#)),
-            "{listed:?}"
-        );
-        assert!(
-            !listed.iter().any(|l| l.contains("rate_limited")),
-            "{listed:?}"
-        );
-        assert!(
-            !listed.iter().any(|l| l.contains("unauthorized")),
-            "{listed:?}"
-        );
+        assert!(has(&listed, r#"outcome="bad_request"} 1"#), "{listed:?}");
+        assert!(!has(&listed, "rate_limited"), "{listed:?}");
+        assert!(!has(&listed, "unauthorized"), "{listed:?}");
     }
 }

@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::api::webhook_source::ErrorStage;
+use crate::mapping::event::json_str;
 use crate::mapping::{self, BodyFormat, MappedEvent, Verdict};
 use crate::sink::Batch;
 
@@ -593,24 +594,20 @@ struct Answer<'a> {
 
 impl Answer<'_> {
     fn write(&self, out: &mut Vec<u8>) {
-        fn string(out: &mut Vec<u8>, text: &str) {
-            // Serialising a `&str` into a `Vec` cannot fail.
-            let _ = serde_json::to_writer(&mut *out, text);
-        }
         fn list<S: AsRef<str>>(out: &mut Vec<u8>, items: &[S]) {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                string(out, item.as_ref());
+                json_str(out, item.as_ref());
             }
             out.push(b']');
         }
         out.extend_from_slice(b"{\"status\":");
-        string(out, self.status);
+        json_str(out, self.status);
         out.extend_from_slice(b",\"requestId\":");
-        string(out, self.request_id);
+        json_str(out, self.request_id);
         out.extend_from_slice(b",\"eventIds\":");
         list(out, self.event_ids);
         if let Some(duplicate_ids) = self.duplicate_ids {

@@ -120,7 +120,8 @@ impl MappedEvent {
     }
 }
 
-fn json_str(out: &mut Vec<u8>, text: &str) {
+/// `text` as a JSON string: copied as it is when nothing needs escaping, else through serde.
+pub(crate) fn json_str(out: &mut Vec<u8>, text: &str) {
     if string_stop(text.as_bytes()).is_none() {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
