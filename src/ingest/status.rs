@@ -57,7 +57,7 @@ struct Recent {
     at: Timestamp,
     request_id: String,
     mapping: Option<Arc<str>>,
-    event_name: Option<String>,
+    event_name: Option<Arc<str>>,
     event_id: Option<String>,
     identity: Option<String>,
     outcome: &'static str,
@@ -69,7 +69,7 @@ impl Recent {
             time: Time(self.at),
             request_id: self.request_id.clone(),
             mapping: self.mapping.as_deref().map(str::to_owned),
-            event_name: self.event_name.clone(),
+            event_name: self.event_name.as_deref().map(str::to_owned),
             event_id: self.event_id.clone(),
             identity: self.identity.clone(),
             outcome: self.outcome.to_owned(),
@@ -484,7 +484,7 @@ mod tests {
             email: Some("ada@example.com".into()),
             timestamp: Timestamp::UNIX_EPOCH,
             received_at: Timestamp::UNIX_EPOCH,
-            properties: serde_json::Map::new(),
+            properties: Default::default(),
         };
         let (a, b) = (event("evt_a"), event("evt_b"));
         let t = Timestamp::from_second(1_700_000_000).expect("valid time");

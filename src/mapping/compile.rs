@@ -67,12 +67,15 @@ pub struct CompiledMapping {
 #[derive(Clone, Debug)]
 pub(crate) struct CompiledEvent {
     pub(crate) name: Template,
+    /// The name when it is a constant: shared by every event instead of copied into each.
+    pub(crate) constant_name: Option<Arc<str>>,
     pub(crate) id: Option<Template>,
     pub(crate) visitor_id: Option<Template>,
     pub(crate) external_id: Option<Template>,
     pub(crate) email: Option<Template>,
     pub(crate) timestamp: Option<Template>,
     pub(crate) properties_from: Option<Template>,
+    /// Sorted by key, so the engine merges them with `properties.from` in one pass.
     pub(crate) fields: Box<[(String, Template)]>,
 }
 
@@ -171,7 +174,7 @@ impl CompiledMapping {
                 e.properties.as_ref().and_then(|p| p.from.as_deref()),
             ),
         );
-        let fields: Box<[(String, Template)]> = e
+        let mut fields: Vec<(String, Template)> = e
             .properties
             .iter()
             .flat_map(|p| p.fields.iter().flatten())
@@ -180,6 +183,7 @@ impl CompiledMapping {
                 Some((key.clone(), template))
             })
             .collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
         if e.visitor_id.is_none() && e.email.is_none() && e.external_id.is_none() {
             c.error(
                 "event",
@@ -197,15 +201,22 @@ impl CompiledMapping {
             return Err(CompileErrors(c.errors));
         };
         let (id, visitor_id, external_id, email, timestamp, properties_from) = event;
+        let constant_name = match name_template.static_value() {
+            Some(serde_json::Value::String(name)) if !name.trim().is_empty() => {
+                Some(name.as_str().into())
+            }
+            _ => None,
+        };
         let mut event = CompiledEvent {
             name: name_template,
+            constant_name,
             id,
             visitor_id,
             external_id,
             email,
             timestamp,
             properties_from,
-            fields,
+            fields: fields.into(),
         };
         let mut lookups = Lookups::default();
         for template in event.templates_mut() {

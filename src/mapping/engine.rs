@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::compile::CompiledMapping;
-use super::event::MappedEvent;
+use super::event::{MappedEvent, Properties, PropertiesWriter};
 use super::lookup::Lookups;
 use super::request::{Request, Scope};
 use super::template::{Template, Val};
@@ -166,11 +166,15 @@ impl CompiledMapping {
 
     fn build(&self, scope: &Scope<'_>, request: &Request<'_>) -> Result<MappedEvent, String> {
         let e = &self.event;
-        let name = e
-            .name
-            .evaluate(scope)
-            .into_nonempty_string()
-            .ok_or_else(|| format!("event.name ({}) resolved empty", e.name))?;
+        let name: Arc<str> = match &e.constant_name {
+            Some(name) => name.clone(),
+            None => e
+                .name
+                .evaluate(scope)
+                .nonempty_text()
+                .map(|text| Arc::from(&*text))
+                .ok_or_else(|| format!("event.name ({}) resolved empty", e.name))?,
+        };
 
         let text = |template: &Option<Template>| {
             template
@@ -198,9 +202,9 @@ impl CompiledMapping {
             },
         };
 
-        let mut properties = match e.properties_from.as_ref().map(|t| (t, t.evaluate(scope))) {
-            None | Some((_, Val::Missing)) => Map::new(),
-            Some((_, Val::Json(Value::Object(object)))) => object.clone(),
+        let from = match e.properties_from.as_ref().map(|t| (t, t.evaluate(scope))) {
+            None | Some((_, Val::Missing)) => None,
+            Some((_, Val::Json(Value::Object(object)))) => Some(object),
             Some((template, other)) => {
                 return Err(format!(
                     "event.properties.from ({template}) is {}, not an object",
@@ -208,13 +212,7 @@ impl CompiledMapping {
                 ));
             }
         };
-        for (key, template) in &*e.fields {
-            // Left out rather than sent as null, so a property that is present always has a
-            // value and `privacy.hash` never has to hash an absence.
-            if let Some(value) = template.evaluate(scope).into_json() {
-                properties.insert(key.clone(), value);
-            }
-        }
+        let properties = write_properties(from, &e.fields, scope);
 
         let mut event = MappedEvent {
             mapping: self.name.clone(),
@@ -253,6 +251,37 @@ impl CompiledMapping {
             configured.join(", ")
         )
     }
+}
+
+/// `from`'s members and the fields, merged in key order; a field replaces a member of the same
+/// name unless it is missing. Fields are left out rather than sent as null, so a property that
+/// is present always has a value and `privacy.hash` never has to hash an absence.
+fn write_properties(
+    from: Option<&Map<String, Value>>,
+    fields: &[(String, Template)],
+    scope: &Scope<'_>,
+) -> Properties {
+    let mut out = PropertiesWriter::new();
+    let mut members = from.into_iter().flatten().peekable();
+    for (key, template) in fields {
+        while let Some((name, value)) = members.next_if(|(name, _)| name.as_str() < key.as_str()) {
+            out.json(name, value);
+        }
+        let replaced = members.next_if(|(name, _)| *name == key);
+        match template.evaluate(scope) {
+            Val::Missing => {
+                if let Some((name, value)) = replaced {
+                    out.json(name, value);
+                }
+            }
+            Val::Json(value) => out.json(key, value),
+            Val::Text(text) => out.text(key, &text),
+        }
+    }
+    for (name, value) in members {
+        out.json(name, value);
+    }
+    out.finish()
 }
 
 fn article(type_name: &str) -> String {

@@ -7,15 +7,14 @@ use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 use serde_json::{Map, Value};
 
-use super::projection::string_stop;
-
 /// One event produced by a mapping, after identity checks and privacy rules.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MappedEvent {
     /// The Mapping that produced it.
     pub mapping: Arc<str>,
-    /// The event name, which becomes the CloudEvents `type`.
-    pub name: String,
+    /// The event name, which becomes the CloudEvents `type`; shared with the Mapping when it
+    /// is a constant, as most names are.
+    pub name: Arc<str>,
     /// The mapped event id, or a generated UUID v4 (see `id_generated`).
     pub id: String,
     /// True when no id was mapped: such events cannot be deduplicated.
@@ -26,7 +25,106 @@ pub struct MappedEvent {
     /// When the event happened: the mapped timestamp, else `received_at`.
     pub timestamp: Timestamp,
     pub received_at: Timestamp,
-    pub properties: Map<String, Value>,
+    pub properties: Properties,
+}
+
+/// An event's properties, held as the compact JSON object the sinks send: keys once each, in
+/// byte order, as a `serde_json::Map` writes them. The engine writes it straight from the
+/// body's values, so an event builds no map of its own (a map, its keys and its values were
+/// a third of the engine's cost per event) and a sink copies it as it is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Properties(Vec<u8>);
+
+impl Properties {
+    /// `{}`.
+    pub fn new() -> Self {
+        Self(b"{}".to_vec())
+    }
+
+    pub fn from_map(map: &Map<String, Value>) -> Self {
+        let mut out = Vec::new();
+        json_object(&mut out, map);
+        Self(out)
+    }
+
+    /// The JSON object text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == b"{}"
+    }
+
+    /// The properties as a map: for checks and tools, not the per-event path.
+    pub fn to_map(&self) -> Map<String, Value> {
+        // Always an object: written by this module from JSON values and strings.
+        serde_json::from_slice(&self.0).unwrap_or_default()
+    }
+}
+
+impl Default for Properties {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<Map<String, Value>> for Properties {
+    fn from(map: Map<String, Value>) -> Self {
+        Self::from_map(&map)
+    }
+}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl Serialize for Properties {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Generic serialisers (a `Value`, binary-mode checks) get the map; the sinks copy the
+        // bytes instead.
+        self.to_map().serialize(serializer)
+    }
+}
+
+/// Writes a properties object entry by entry, in the order given (the caller keeps keys sorted
+/// and unique).
+pub(crate) struct PropertiesWriter {
+    out: Vec<u8>,
+}
+
+impl PropertiesWriter {
+    pub(crate) fn new() -> Self {
+        // Room for a handful of short properties without growing.
+        let mut out = Vec::with_capacity(128);
+        out.push(b'{');
+        Self { out }
+    }
+
+    pub(crate) fn json(&mut self, key: &str, value: &Value) {
+        self.key(key);
+        json_value(&mut self.out, value);
+    }
+
+    pub(crate) fn text(&mut self, key: &str, text: &str) {
+        self.key(key);
+        json_str(&mut self.out, text);
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.out.len() > 1 {
+            self.out.push(b',');
+        }
+        json_str(&mut self.out, key);
+        self.out.push(b':');
+    }
+
+    pub(crate) fn finish(mut self) -> Properties {
+        self.out.push(b'}');
+        Properties(self.out)
+    }
 }
 
 /// The CloudEvents `source` of a WebhookSource: `/namespaces/<ns>/webhooksources/<name>`.
@@ -88,7 +186,20 @@ impl MappedEvent {
         json_str(out, &self.name);
         out.extend_from_slice(br#","time":"#);
         json_time(out, time, self.timestamp);
-        out.extend_from_slice(br#","datacontenttype":"application/json","data":{"event":"#);
+        out.extend_from_slice(br#","datacontenttype":"application/json","data":"#);
+        self.write_data(out, time);
+        out.push(b'}');
+    }
+
+    /// The `data` member alone as JSON (HTTP binary mode's body); the same bytes as
+    /// serialising [`MappedEvent::data`] with serde_json.
+    pub fn write_data_json(&self, out: &mut Vec<u8>) {
+        let mut time_buffer = [0u8; 32];
+        self.write_data(out, rfc3339(self.timestamp, &mut time_buffer));
+    }
+
+    fn write_data(&self, out: &mut Vec<u8>, time: Option<&str>) {
+        out.extend_from_slice(br#"{"event":"#);
         json_str(out, &self.name);
         out.extend_from_slice(br#","eventId":"#);
         json_str(out, &self.id);
@@ -106,7 +217,7 @@ impl MappedEvent {
         out.extend_from_slice(br#","timestamp":"#);
         json_time(out, time, self.timestamp);
         out.extend_from_slice(br#","properties":"#);
-        json_object(out, &self.properties);
+        out.extend_from_slice(self.properties.as_bytes());
         out.extend_from_slice(br#","receivedAt":"#);
         let mut buffer = [0u8; 32];
         json_time(
@@ -116,19 +227,57 @@ impl MappedEvent {
         );
         out.extend_from_slice(br#","mapping":"#);
         json_str(out, &self.mapping);
-        out.extend_from_slice(b"}}");
+        out.push(b'}');
     }
 }
 
 /// `text` as a JSON string: copied as it is when nothing needs escaping, else through serde.
 pub(crate) fn json_str(out: &mut Vec<u8>, text: &str) {
-    if string_stop(text.as_bytes()).is_none() {
+    let bytes = text.as_bytes();
+    if !needs_escape(bytes) {
+        out.reserve(bytes.len() + 2);
         out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(bytes);
         out.push(b'"');
     } else {
         // Writing a string to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, text);
+    }
+}
+
+/// Whether `bytes` hold a `"`, `\\` or control character, the only bytes serde_json escapes.
+/// Eight bytes at a time, the last word overlapping the one before, and shorter strings read
+/// as two overlapping halves: most strings an event writes are keys and values of a few
+/// bytes, where a loop over the bytes cost more than copying them.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
+    // The high bit of a byte is set where it is zero after the xor (or below 0x20); borrows
+    // can only add false positives above a true one, so a word has one exactly when it has a
+    // stop byte.
+    let stops = |word: u64| {
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        (zero(word ^ QUOTES) | zero(word ^ BACKSLASHES) | (word.wrapping_sub(SPACES) & !word))
+            & HIGHS
+            != 0
+    };
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+    let half = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
+    let len = bytes.len();
+    match len {
+        0 => false,
+        1..4 => {
+            // First, middle and last byte cover one to three; the rest is a letter.
+            let three = u64::from(bytes[0])
+                | u64::from(bytes[len / 2]) << 8
+                | u64::from(bytes[len - 1]) << 16;
+            stops(three | 0x6161_6161_6100_0000)
+        }
+        4..8 => stops(u64::from(half(0)) | u64::from(half(len - 4)) << 32),
+        _ => (0..len - 8).step_by(8).any(|at| stops(word(at))) || stops(word(len - 8)),
     }
 }
 
@@ -155,16 +304,20 @@ fn json_object(out: &mut Vec<u8>, object: &Map<String, Value>) {
         }
         json_str(out, key);
         out.push(b':');
-        match value {
-            Value::String(text) => json_str(out, text),
-            Value::Object(inner) => json_object(out, inner),
-            // Numbers, literals and arrays as serde_json writes them; cannot fail into a Vec.
-            other => {
-                let _ = serde_json::to_writer(&mut *out, other);
-            }
-        }
+        json_value(out, value);
     }
     out.push(b'}');
+}
+
+fn json_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::String(text) => json_str(out, text),
+        Value::Object(inner) => json_object(out, inner),
+        // Numbers, literals and arrays as serde_json writes them; cannot fail into a Vec.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
 }
 
 /// A [`MappedEvent`] in CloudEvents 1.0 structured JSON form.
@@ -180,7 +333,7 @@ impl Serialize for CloudEvent<'_> {
         s.serialize_field("specversion", "1.0")?;
         s.serialize_field("id", &e.id)?;
         s.serialize_field("source", self.source.as_str())?;
-        s.serialize_field("type", &e.name)?;
+        s.serialize_field("type", &*e.name)?;
         s.serialize_field("time", &Rfc3339(e.timestamp))?;
         s.serialize_field("datacontenttype", "application/json")?;
         s.serialize_field("data", &EventData(e))?;
@@ -196,7 +349,7 @@ impl Serialize for EventData<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let e = self.0;
         let mut s = serializer.serialize_struct("EventData", 9)?;
-        s.serialize_field("event", &e.name)?;
+        s.serialize_field("event", &*e.name)?;
         s.serialize_field("eventId", &e.id)?;
         s.serialize_field("visitorId", &e.visitor_id)?;
         s.serialize_field("externalId", &e.external_id)?;
@@ -300,7 +453,7 @@ mod tests {
             email: Some("a@example.com".into()),
             timestamp: Timestamp::from_second(1_700_000_000).unwrap(),
             received_at: Timestamp::from_millisecond(1_700_000_001_500).unwrap(),
-            properties: json!({"amount": 2000}).as_object().unwrap().clone(),
+            properties: json!({"amount": 2000}).as_object().unwrap().clone().into(),
         }
     }
 
@@ -402,7 +555,8 @@ mod tests {
         })
         .as_object()
         .unwrap()
-        .clone();
+        .clone()
+        .into();
         for event in [plain, tricky] {
             let mut line = Vec::new();
             event.write_json_line(&source, &mut line);
@@ -412,6 +566,29 @@ mod tests {
                 String::from_utf8(line).unwrap(),
                 String::from_utf8(expected).unwrap()
             );
+            let mut data = Vec::new();
+            event.write_data_json(&mut data);
+            assert_eq!(
+                String::from_utf8(data).unwrap(),
+                serde_json::to_string(&event.data()).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn needs_escape_finds_a_quote_backslash_or_control_character_anywhere() {
+        for len in 0..40 {
+            for filler in [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff] {
+                let mut text = vec![filler; len];
+                assert!(!needs_escape(&text), "{filler:#x} x {len}");
+                for at in 0..len {
+                    for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                        text[at] = stop;
+                        assert!(needs_escape(&text), "{stop:#x} at {at} of {len}");
+                        text[at] = filler;
+                    }
+                }
+            }
         }
     }
 
@@ -420,5 +597,11 @@ mod tests {
         let value = serde_json::to_value(sample().data()).unwrap();
         assert_eq!(value["externalId"], "cus_1");
         assert!(value.get("specversion").is_none());
+        let mut written = Vec::new();
+        sample().write_data_json(&mut written);
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            serde_json::to_string(&sample().data()).unwrap()
+        );
     }
 }

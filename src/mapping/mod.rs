@@ -78,7 +78,7 @@ mod tests;
 pub use body::{BodyError, BodyFormat, detect_format, parse_body};
 pub use compile::{CompileError, CompileErrors, CompiledMapping};
 pub use engine::{MapOutcome, MappingError, Verdict, map_request};
-pub use event::{CloudEvent, EventData, EventSource, MappedEvent};
+pub use event::{CloudEvent, EventData, EventSource, MappedEvent, Properties};
 pub use projection::Projection;
 pub use request::{Headers, Query, Request};
 pub use shape::{JsonTypes, ObservedField, ShapeObserver};

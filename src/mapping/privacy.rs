@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::api::mapping::Privacy;
 
 use super::compile::spec_path;
-use super::event::MappedEvent;
+use super::event::{MappedEvent, Properties};
 use super::template::{Path, lowercase, sha256_hex};
 
 #[derive(Clone, Debug, Default)]
@@ -15,6 +15,8 @@ pub(crate) struct CompiledPrivacy {
     hash: Box<[HashTarget]>,
     /// Paths inside `properties`.
     drop: Box<[Path]>,
+    /// Whether any rule reads or changes `properties`.
+    edits_properties: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -54,9 +56,12 @@ impl CompiledPrivacy {
                 Err((position, message)) => report(format!("privacy.drop[{i}]"), position, message),
             }
         }
+        let edits_properties =
+            !drop.is_empty() || hash.iter().any(|t| matches!(t, HashTarget::Property(_)));
         Self {
             hash: hash.into(),
             drop: drop.into(),
+            edits_properties,
         }
     }
 
@@ -72,29 +77,36 @@ impl CompiledPrivacy {
         // of the normalised form to join with other systems' hashed emails.
         let normalised = |s: &str| sha256_hex(lowercase(Cow::Borrowed(s.trim())).as_bytes());
         let trimmed = |s: &str| sha256_hex(s.trim().as_bytes());
-        let mut properties = Value::Object(std::mem::take(&mut event.properties));
         for target in &self.hash {
             match target {
                 HashTarget::Email => hash_in_place(&mut event.email, normalised),
                 HashTarget::VisitorId => hash_in_place(&mut event.visitor_id, trimmed),
                 HashTarget::ExternalId => hash_in_place(&mut event.external_id, trimmed),
-                HashTarget::Property(path) => {
-                    if let Some(value) = path.resolve_mut(&mut properties) {
-                        let hashed = match &*value {
-                            Value::Null => continue,
-                            Value::String(s) => trimmed(s),
-                            other => trimmed(&other.to_string()),
-                        };
-                        *value = Value::String(hashed);
-                    }
-                }
+                HashTarget::Property(_) => {}
+            }
+        }
+        if !self.edits_properties {
+            return;
+        }
+        // Properties are held as JSON text; rules on them edit a parsed copy.
+        let mut properties = Value::Object(event.properties.to_map());
+        for target in &self.hash {
+            if let HashTarget::Property(path) = target
+                && let Some(value) = path.resolve_mut(&mut properties)
+            {
+                let hashed = match &*value {
+                    Value::Null => continue,
+                    Value::String(s) => trimmed(s),
+                    other => trimmed(&other.to_string()),
+                };
+                *value = Value::String(hashed);
             }
         }
         for path in &self.drop {
             path.remove(&mut properties);
         }
         if let Value::Object(map) = properties {
-            event.properties = map;
+            event.properties = Properties::from_map(&map);
         }
     }
 }

@@ -963,37 +963,6 @@ mod portable {
     }
 }
 
-/// The index of the first `"`, `\\` or control character: where a string ends or needs a
-/// closer look (and, writing JSON, the only bytes serde_json escapes). Eight bytes at a time (most of a body is string contents); a byte-at-a-time
-/// loop made the scanner no faster than serde_json, which does the same.
-pub(crate) fn string_stop(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
-    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        // A byte's high bit is set where it is zero after the xor (or below 0x20), with
-        // false positives only above a true one, so the lowest set bit is exact.
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        let stops =
-            (zero(word ^ QUOTES) | zero(word ^ BACKSLASHES) | (word.wrapping_sub(SPACES) & !word))
-                & HIGHS;
-        if stops != 0 {
-            return Some(offset + (stops.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|at| offset + at)
-}
-
 struct Project<'p>(&'p Node);
 
 impl<'de> DeserializeSeed<'de> for Project<'_> {
@@ -1351,24 +1320,6 @@ event:
         // Invalid UTF-8 in a key the scanner reads: left to serde_json, which refuses it.
         let bytes = b"{\"\xff\":1}";
         assert!(narrow.parse(bytes).is_err());
-    }
-
-    #[test]
-    fn string_stop_finds_the_first_quote_backslash_or_control_character() {
-        let mut text = vec![b'a'; 40];
-        assert_eq!(string_stop(&text), None);
-        for at in 0..40 {
-            for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
-                text[at] = stop;
-                // Bytes that must not stop it around the one that does, high bytes included.
-                if at + 1 < 40 {
-                    text[at + 1] = 0xe9;
-                }
-                assert_eq!(string_stop(&text), Some(at), "{stop:#x} at {at}");
-                text[at] = if at % 2 == 0 { b' ' } else { 0xc3 };
-            }
-        }
-        assert_eq!(string_stop(&text), None, "{text:?}");
     }
 
     /// The SSE2 blocks find what the portable ones (the other targets') find, at every offset

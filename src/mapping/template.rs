@@ -307,6 +307,14 @@ impl Template {
         matches!(self.kind, Kind::Static(_))
     }
 
+    /// The value of a template without expressions.
+    pub(crate) fn static_value(&self) -> Option<&Value> {
+        match &self.kind {
+            Kind::Static(value) => Some(value),
+            _ => None,
+        }
+    }
+
     /// The lone variable, when the template is exactly one variable without filters.
     pub(crate) fn bare_variable(&self) -> Option<&Variable> {
         match &self.kind {
@@ -526,6 +534,11 @@ impl<'a> Val<'a> {
             Val::Text(s) => (!is_blank(&s)).then(|| s.into_owned()),
             other => other.text().map(Cow::into_owned),
         }
+    }
+
+    /// Like [`Val::into_nonempty_string`], for text that is shared rather than edited.
+    pub(crate) fn nonempty_text(&self) -> Option<Cow<'_, str>> {
+        self.text().filter(|text| !is_blank(text))
     }
 
     /// The value as owned JSON, keeping its type.

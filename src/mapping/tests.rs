@@ -143,14 +143,14 @@ event:
         &Request::new(&body, received()).with_headers(&headers),
     );
     let event = &outcome.events[0];
-    assert_eq!(event.name, "github.push");
+    assert_eq!(&*event.name, "github.push");
     assert_eq!(event.id, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
     assert_eq!(event.visitor_id.as_deref(), Some("octocat"));
     // Numbers become text in identity fields, formatted as JSON writes them.
     assert_eq!(event.external_id.as_deref(), Some("583231"));
     assert_eq!(event.timestamp.to_string(), "2024-06-01T11:59:10Z");
     assert_eq!(
-        event.properties["commits"],
+        event.properties.to_map()["commits"],
         "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
     );
 
@@ -197,10 +197,16 @@ event:
     );
     let event = &outcome.events[0];
     assert_eq!(event.external_id.as_deref(), Some("115310627314723954"));
-    assert_eq!(event.properties["orderId"], json!(820982911946154508_u64));
-    assert_eq!(event.properties["total"], "403.00");
-    assert_eq!(event.properties["firstSku"], "IPOD-342-N");
-    assert_eq!(event.properties["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        event.properties.to_map()["orderId"],
+        json!(820982911946154508_u64)
+    );
+    assert_eq!(event.properties.to_map()["total"], "403.00");
+    assert_eq!(event.properties.to_map()["firstSku"], "IPOD-342-N");
+    assert_eq!(
+        event.properties.to_map()["items"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert_eq!(event.timestamp.to_string(), "2024-06-01T14:00:00Z");
 }
 
@@ -237,14 +243,14 @@ fn batched_sender_yields_one_event_per_matching_element() {
         "2024-06-01T12:00:00.123Z"
     );
     assert_eq!(
-        outcome.events[0].properties,
+        outcome.events[0].properties.to_map(),
         *json!({"plan": "free", "batch": "b-77"})
             .as_object()
             .unwrap()
     );
     // Other paths still read the whole body; privacy.drop removed the card number only.
     assert_eq!(
-        outcome.events[1].properties,
+        outcome.events[1].properties.to_map(),
         *json!({"plan": "pro", "card": {"brand": "visa"}, "batch": "b-77"})
             .as_object()
             .unwrap()
@@ -323,7 +329,7 @@ event: {name: "{{$item.event}}", email: "{{$item.email}}", id: "{{$item.sg_event
     let names: Vec<String> = run(&[mapping], &body)
         .events
         .into_iter()
-        .map(|e| e.name)
+        .map(|e| e.name.to_string())
         .collect();
     assert_eq!(names, ["delivered", "open"]);
 }
@@ -350,11 +356,11 @@ privacy: {hash: [externalId, properties.body]}
         Some(template::sha256_hex(b"+14155550123"))
     );
     assert_eq!(
-        event.properties["body"],
+        event.properties.to_map()["body"],
         template::sha256_hex(b"Hello, is my order shipped?")
     );
-    assert_eq!(event.properties["media"], "0");
-    assert_eq!(event.properties["city"], "san francisco");
+    assert_eq!(event.properties.to_map()["media"], "0");
+    assert_eq!(event.properties.to_map()["city"], "san francisco");
     // No timestamp mapped: the receive time.
     assert_eq!(event.timestamp, received());
 }
@@ -372,7 +378,7 @@ event:
 "#,
     );
     let event = &run(&[mapping], &fixture("slack_interaction.form")).events[0];
-    assert_eq!(event.name, "approve");
+    assert_eq!(&*event.name, "approve");
     assert_eq!(event.timestamp.to_string(), "2023-11-14T22:13:20.0001Z");
 }
 
@@ -444,7 +450,7 @@ event: {name: "stripe.{{type}}", externalId: "{{data.object.customer}}"}
         &[purchase, unrelated, audit],
         &fixture("stripe_invoice_paid.json"),
     );
-    let names: Vec<&str> = outcome.events.iter().map(|e| e.name.as_str()).collect();
+    let names: Vec<&str> = outcome.events.iter().map(|e| &*e.name).collect();
     assert_eq!(names, ["Purchase", "stripe.invoice.paid"]);
     let matched: Vec<&str> = outcome.matched.iter().map(|m| &**m).collect();
     assert_eq!(matched, ["purchase", "audit"]);
@@ -564,11 +570,72 @@ event:
     )
     .events[0];
     assert_eq!(
-        event.properties,
+        event.properties.to_map(),
         *json!({"plan": "pro", "keep": 1, "fixed": "yes"})
             .as_object()
             .unwrap()
     );
+}
+
+/// The properties are written as JSON while merging: the same bytes as building the map (the
+/// members of `from`, then each present field inserted over them) and writing it, for keys
+/// that sort before, between, after and equal to each other.
+#[test]
+fn merged_properties_are_the_bytes_of_the_merged_map() {
+    let keys = ["", "a", "ab", "B", "b", "é", "z\"q", "zz"];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..300 {
+        let mut meta = serde_json::Map::new();
+        let mut input = serde_json::Map::new();
+        let mut fields = serde_json::Map::new();
+        for (i, key) in keys.iter().enumerate() {
+            match next() % 4 {
+                0 => {}
+                1 => {
+                    meta.insert((*key).into(), json!(i));
+                }
+                2 => {
+                    fields.insert((*key).into(), json!(format!("{{{{in.f{i}}}}}")));
+                    if next() % 2 == 0 {
+                        input.insert(format!("f{i}"), json!({"n": i, "s": "x\ny"}));
+                    }
+                }
+                _ => {
+                    meta.insert((*key).into(), json!([i, null]));
+                    fields.insert((*key).into(), json!(format!("{{{{in.f{i}}}}}")));
+                    if next() % 2 == 0 {
+                        input.insert(format!("f{i}"), json!(format!("v{i}")));
+                    }
+                }
+            }
+        }
+        let yaml = format!(
+            "event: {{name: X, externalId: x, properties: {{from: \"{{{{meta}}}}\", fields: {}}}}}",
+            Value::Object(fields.clone())
+        );
+        let body = json!({"meta": meta, "in": input});
+        let event = &run(&[compile("m", &yaml)], &body).events[0];
+
+        let mut expected = meta.clone();
+        for (key, template) in &fields {
+            let path = template.as_str().unwrap().trim_matches(['{', '}']);
+            let field = path.strip_prefix("in.").unwrap();
+            if let Some(value) = input.get(field) {
+                expected.insert(key.clone(), value.clone());
+            }
+        }
+        assert_eq!(
+            event.properties,
+            Properties::from_map(&expected),
+            "meta {meta:?}, fields {fields:?}, input {input:?}"
+        );
+    }
 }
 
 #[test]
@@ -594,7 +661,7 @@ fn whole_body_can_become_the_properties() {
     );
     let body = json!({"id": "1", "a": {"b": 2}});
     assert_eq!(
-        run(&[mapping], &body).events[0].properties,
+        run(&[mapping], &body).events[0].properties.to_map(),
         *body.as_object().unwrap()
     );
 }
@@ -640,8 +707,8 @@ fn huge_numbers_do_not_panic_anywhere() {
     );
     let event = &outcome.events[0];
     // Concatenation writes numbers as JSON does.
-    assert_eq!(event.name, "n1e+20");
-    assert_eq!(event.properties["big"], json!(1e20));
+    assert_eq!(&*event.name, "n1e+20");
+    assert_eq!(event.properties.to_map()["big"], json!(1e20));
 }
 
 #[test]
@@ -698,7 +765,7 @@ privacy:
     assert_eq!(event.external_id, Some(sha256_hex(b"Cus_1")));
     assert_eq!(event.email, Some(sha256_hex(b"a@b.com")));
     assert_eq!(
-        event.properties,
+        event.properties.to_map(),
         *json!({"user": {"phone": sha256_hex(b"4155550123"), "name": "kept"}, "meta": {"ok": 1}})
             .as_object()
             .unwrap()

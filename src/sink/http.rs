@@ -144,17 +144,17 @@ impl HttpSink {
                     .header("ce-type", ce_header(&event.name))
                     .header("ce-time", event.timestamp.to_string())
                     .header(CONTENT_TYPE, "application/json");
-                serde_json::to_vec(&event.data())
+                let mut body = Vec::with_capacity(512);
+                event.write_data_json(&mut body);
+                body
             }
             CloudEventsMode::Structured => {
                 builder = builder.header(CONTENT_TYPE, "application/cloudevents+json");
                 let mut body = Vec::with_capacity(512);
                 event.write_json(source, &mut body);
-                Ok(body)
+                body
             }
         };
-        // Serialising strings, maps and timestamps cannot fail.
-        let body = body.unwrap_or_default();
         let mut request = builder
             .body(Full::new(Bytes::from(body)))
             .expect("percent-encoded header values are always valid");

@@ -150,7 +150,6 @@ mod tests {
     use std::sync::Mutex;
 
     use jiff::Timestamp;
-    use serde_json::Map;
 
     use super::*;
     use crate::mapping::{EventSource, MappedEvent};
@@ -192,7 +191,7 @@ mod tests {
             email: None,
             timestamp: Timestamp::UNIX_EPOCH,
             received_at: Timestamp::UNIX_EPOCH,
-            properties: Map::new(),
+            properties: Default::default(),
         }
     }
 

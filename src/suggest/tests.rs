@@ -106,7 +106,7 @@ fn stripe_invoice_guesses_type_id_customer_email_and_created() {
 
     let events = run(&s, &body, &[]);
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].name, "invoice.paid");
+    assert_eq!(&*events[0].name, "invoice.paid");
     assert!(
         events[0]
             .external_id
@@ -134,7 +134,7 @@ fn github_push_takes_name_and_id_from_headers_and_sender_as_identity() {
     assert_eq!(s.mapping.spec.when[0].equals.as_deref(), Some("push"));
 
     let events = run(&s, &body, &headers);
-    assert_eq!(events[0].name, "push");
+    assert_eq!(&*events[0].name, "push");
     assert_eq!(events[0].id, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
 }
 
