@@ -2,10 +2,11 @@
 //! give the same value at every path it was asked for: the first line names the paths
 //! (`a.b.0,c`), the rest is the JSON body. The byte scanner behind `Projection::parse` must
 //! also build exactly what the serde_json-driven projection builds, and accept nothing it
-//! refuses.
+//! refuses; `Projection::parse_values` (what the ingest runs) must keep, at each node read
+//! whole, what that tree has there.
 #![no_main]
 
-use hookgate::mapping::{Projection, body::parse_json};
+use hookgate::mapping::{ProjectedBody, Projection, body::parse_json};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -44,6 +45,17 @@ fuzz_target!(|data: &[u8]| {
     });
     let projected = projection.parse(body);
     assert_eq!(projected, projection.parse_serde(body), "scanner and serde_json differ");
+    match (projection.parse_values(body), &projected) {
+        (Ok(ProjectedBody::Values(values)), Ok(tree)) => {
+            for (keys, slot) in projection.read_slots() {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                assert_eq!(values[slot].as_ref(), resolve(tree, &keys), "slot of {keys:?}");
+            }
+        }
+        (Ok(ProjectedBody::Tree(parsed)), Ok(tree)) => assert_eq!(&parsed, tree),
+        (Err(a), Err(b)) => assert_eq!(&a, b, "the same refusal"),
+        (a, b) => panic!("values {a:?}, tree {b:?}"),
+    }
     // A whole-parse refusal may still be accepted by the projection: it neither range-checks
     // nor depth-limits what it skips.
     if let Ok(whole) = parse_json(body) {

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::api::webhook_source::ErrorStage;
 use crate::mapping::event::json_str;
-use crate::mapping::{self, BodyFormat, MappedEvent, Verdict};
+use crate::mapping::{self, BodyFormat, MappedEvent, ProjectedBody, Verdict};
 use crate::sink::Batch;
 
 use super::body::{BodyError, read_limited};
@@ -375,7 +375,7 @@ impl Ingest {
         };
 
         let mut mapped = {
-            let request = mapping::Request::new(&body, now)
+            let request = mapping::Request::projected(&route.projection, &body, now)
                 .with_headers(&parts.headers)
                 .with_query(parts.uri.query().unwrap_or(""));
             mapping::map_request(&route.mappings, &request)
@@ -573,22 +573,22 @@ fn parse_body(
     content_type: Option<&str>,
     raw: &[u8],
     now: Timestamp,
-) -> Result<serde_json::Value, mapping::BodyError> {
+) -> Result<ProjectedBody, mapping::BodyError> {
     let status = &route.state.status;
     match mapping::detect_format(content_type, raw)? {
         BodyFormat::Form => {
             let body = mapping::body::parse_form(raw);
             status.observe(&body);
-            Ok(body)
+            Ok(ProjectedBody::Tree(body))
         }
         BodyFormat::Json => {
             if let Some(weight) = status.shape_sample(now)
                 && let Ok(whole) = mapping::body::parse_json(raw)
             {
                 status.observe_sampled(&whole, weight);
-                return Ok(whole);
+                return Ok(ProjectedBody::Tree(whole));
             }
-            route.projection.parse(raw)
+            route.projection.parse_values(raw)
         }
     }
 }

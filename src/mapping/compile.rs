@@ -222,6 +222,17 @@ impl CompiledMapping {
         for template in event.templates_mut() {
             template.use_lookups(&mut lookups);
         }
+        // A projected body has no tree to search ([`super::ProjectedBody::Values`]): every
+        // body path is a slot, the conditions' and the forEach array's too.
+        let mut for_each = for_each;
+        for template in conditions
+            .iter_mut()
+            .chain(item_conditions.iter_mut())
+            .map(|c| &mut c.template)
+            .chain(for_each.as_mut())
+        {
+            template.use_lookups(&mut lookups);
+        }
         let mut mapping = CompiledMapping {
             name: name.into(),
             conditions: conditions.into(),

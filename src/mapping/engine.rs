@@ -7,7 +7,6 @@ use serde_json::{Map, Value};
 
 use super::compile::CompiledMapping;
 use super::event::{MappedEvent, Properties, PropertiesWriter};
-use super::lookup::Lookups;
 use super::request::{Request, Scope};
 use super::template::{Template, Val};
 use super::time::to_timestamp;
@@ -71,46 +70,61 @@ impl MapOutcome {
     }
 }
 
-/// Body paths an event can read before their values spill from the stack to the heap.
+/// Body paths a mapping can read before their values spill from the stack to the heap.
 const INLINE_VALUES: usize = 16;
 
-/// Runs `f` on `scope` with the values of `lookups` resolved, on the stack for any mapping of a
-/// sensible size.
-fn with_lookups<R>(lookups: &Lookups, scope: Scope<'_>, f: impl FnOnce(&Scope<'_>) -> R) -> R {
+/// Runs `f` on the values of `len` body paths, set by `fill`: on the stack for any mapping of
+/// a sensible size.
+fn with_values<'v, R>(
+    len: usize,
+    fill: impl FnOnce(&mut [Option<&'v Value>]),
+    f: impl FnOnce(&[Option<&'v Value>]) -> R,
+) -> R {
     let mut inline = [None; INLINE_VALUES];
     let mut spilled = Vec::new();
-    let values = match inline.get_mut(..lookups.len()) {
+    let values = match inline.get_mut(..len) {
         Some(values) => values,
         None => {
-            spilled.resize(lookups.len(), None);
+            spilled.resize(len, None);
             &mut spilled[..]
         }
     };
-    lookups.resolve(scope.body, values);
-    f(&scope.with_values(values))
+    fill(values);
+    f(values)
 }
 
 /// Runs every mapping of a source against a request.
 pub fn map_request(mappings: &[CompiledMapping], request: &Request<'_>) -> MapOutcome {
     let mut outcome = MapOutcome::default();
-    for mapping in mappings {
-        mapping.apply(request, &mut outcome);
+    for (index, mapping) in mappings.iter().enumerate() {
+        mapping.apply(index, request, &mut outcome);
     }
     outcome
 }
 
 impl CompiledMapping {
     /// Adds this mapping's events (or errors) for `request` to `outcome`; nothing when its
-    /// conditions do not hold.
-    pub fn apply(&self, request: &Request<'_>, outcome: &mut MapOutcome) {
+    /// conditions do not hold. `index` is the mapping's place in the list a projected request's
+    /// projection was made of.
+    fn apply<'r>(&self, index: usize, request: &'r Request<'_>, outcome: &mut MapOutcome) {
         let scope = request.scope();
-        // Conditions read a path or two, usually near the root: searching costs less than
-        // walking there, and nothing more is resolved for a request they turn away.
-        if self.conditions.iter().all(|c| c.holds(&scope)) {
-            with_lookups(&self.lookups, scope, |scope| {
-                self.emit_all(scope, request, outcome)
-            });
-        }
+        let fill = |values: &mut [Option<&'r Value>]| match request.projected {
+            // Each value is where the projection put it: a copy of a reference, no search.
+            Some((projection, body_values)) => {
+                let wires = projection.wiring(index).unwrap_or_default();
+                debug_assert_eq!(wires.len(), values.len(), "projected for other mappings");
+                for (value, wire) in values.iter_mut().zip(wires) {
+                    *value = wire.resolve(body_values);
+                }
+            }
+            None => self.lookups.resolve(scope.body, values),
+        };
+        with_values(self.lookups.len(), fill, |values| {
+            let scope = scope.with_values(values);
+            if self.conditions.iter().all(|c| c.holds(&scope)) {
+                self.emit_all(&scope, request, outcome);
+            }
+        });
     }
 
     fn emit_all(&self, scope: &Scope<'_>, request: &Request<'_>, outcome: &mut MapOutcome) {

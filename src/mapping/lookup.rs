@@ -19,7 +19,8 @@ use super::template::Path;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Lookups {
     root: Node,
-    slots: usize,
+    /// The path of each slot, by slot.
+    paths: Vec<Path>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -65,14 +66,19 @@ impl Lookups {
             node = &mut node.children[at].node;
         }
         *node.slot.get_or_insert_with(|| {
-            self.slots += 1;
-            self.slots - 1
+            self.paths.push(path.clone());
+            self.paths.len() - 1
         })
     }
 
     /// How many slots [`Lookups::resolve`] fills.
     pub(crate) fn len(&self) -> usize {
-        self.slots
+        self.paths.len()
+    }
+
+    /// The path of each slot, by slot.
+    pub(crate) fn paths(&self) -> &[Path] {
+        &self.paths
     }
 
     /// Sets each path's slot in `values` (at least [`Lookups::len`] long) to what

@@ -79,7 +79,7 @@ pub use body::{BodyError, BodyFormat, detect_format, parse_body};
 pub use compile::{CompileError, CompileErrors, CompiledMapping};
 pub use engine::{MapOutcome, MappingError, Verdict, map_request};
 pub use event::{CloudEvent, EventData, EventSource, MappedEvent, Properties};
-pub use projection::Projection;
+pub use projection::{ProjectedBody, Projection};
 pub use request::{Headers, Query, Request};
 pub use shape::{JsonTypes, ObservedField, ShapeObserver};
 pub use template::{Path, Template, TemplateError};

@@ -26,12 +26,52 @@ use super::template::{Path, parse_index};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Projection {
     root: Node,
+    /// How many nodes are read whole: the length of [`ProjectedBody::Values`].
+    slots: usize,
+    /// For each mapping of [`Projection::of`], in order, where each of its lookups
+    /// ([`Lookups::paths`]) finds its value in [`ProjectedBody::Values`].
+    wiring: Vec<Box<[Wire]>>,
+}
+
+/// Where one path a mapping reads is found among a projected body's values: at or below the
+/// node read whole that holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Wire {
+    slot: usize,
+    /// The rest of the path below that node; empty when the path ends there.
+    below: Path,
+}
+
+impl Wire {
+    pub(crate) fn resolve<'v>(&self, values: &'v [Option<Value>]) -> Option<&'v Value> {
+        let value = values.get(self.slot)?.as_ref()?;
+        if self.below.is_root() {
+            Some(value)
+        } else {
+            self.below.resolve(value)
+        }
+    }
+}
+
+/// A body as [`Projection::parse_values`] parses it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProjectedBody {
+    /// Parsed whole, or by serde_json where the scanner left it the decision: a tree like
+    /// [`Projection::parse`]'s.
+    Tree(Value),
+    /// The value at each node read whole, by its slot (`None` where the body has none), and
+    /// no tree: nothing is built for the objects on the way to them.
+    Values(Box<[Option<Value>]>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Node {
     /// The value here is read as a whole (a leaf path, `properties.from`, a forEach array).
     whole: bool,
+    /// This node's index among the values of a [`ProjectedBody::Values`], when read whole.
+    slot: Option<usize>,
+    /// The slots of this node and every node below it: a value found here replaces theirs.
+    slots: (usize, usize),
     /// Keys apply to object members and, when numeric, to array elements, like `Path`.
     children: Vec<Child>,
     /// Bit `n` is set when a child's key is `n` bytes long (bit 63: 63 or more), so most
@@ -79,9 +119,9 @@ fn prefix(key: &[u8]) -> u64 {
 impl Projection {
     /// What `mappings` read. forEach arrays are kept whole: `$item` paths name one element
     /// shape but every element is read.
-    pub fn of<'m>(mappings: impl IntoIterator<Item = &'m CompiledMapping>) -> Self {
+    pub fn of<'m>(mappings: impl IntoIterator<Item = &'m CompiledMapping> + Clone) -> Self {
         let mut projection = Self::default();
-        for mapping in mappings {
+        for mapping in mappings.clone() {
             if let Some(array) = mapping.for_each_path() {
                 projection.add(array);
             }
@@ -89,24 +129,108 @@ impl Projection {
                 projection.add(path);
             }
         }
+        projection.number();
+        projection.wiring = mappings
+            .into_iter()
+            .map(|mapping| {
+                let paths = mapping.lookups.paths();
+                paths.iter().map(|path| projection.wire(path)).collect()
+            })
+            .collect();
         projection
     }
 
     /// A projection that keeps everything: parsing with it is a full parse.
     pub fn everything() -> Self {
-        Self {
+        let mut projection = Self {
             root: Node {
                 whole: true,
                 ..Node::default()
             },
-        }
+            ..Self::default()
+        };
+        projection.number();
+        projection
     }
 
     /// Adds one path, given as its keys (`["data", "object", "id"]`; array indexes as
     /// numbers). The empty path keeps everything.
     pub fn with_keys<'k>(mut self, keys: impl IntoIterator<Item = &'k str>) -> Self {
         self.add_keys(keys);
+        self.number();
         self
+    }
+
+    /// Gives each node read whole a slot, in depth-first order, so the slots below a node are
+    /// one range.
+    fn number(&mut self) {
+        fn walk(node: &mut Node, next: &mut usize) {
+            let first = *next;
+            node.slot = node.whole.then(|| {
+                *next += 1;
+                first
+            });
+            for child in &mut node.children {
+                walk(&mut child.node, next);
+            }
+            node.slots = (first, *next);
+        }
+        let mut next = 0;
+        walk(&mut self.root, &mut next);
+        self.slots = next;
+    }
+
+    /// Where `path`'s value is found in a [`ProjectedBody::Values`]: below the first node on
+    /// it that is read whole. A path this projection does not read finds nothing.
+    fn wire(&self, path: &Path) -> Wire {
+        let mut node = &self.root;
+        let mut keys = path.keys();
+        let mut depth = 0;
+        loop {
+            if let Some(slot) = node.slot {
+                return Wire {
+                    slot,
+                    below: Path::from_keys(path.keys().skip(depth)),
+                };
+            }
+            let found = keys
+                .next()
+                .and_then(|key| node.children.iter().find(|c| &*c.key == key));
+            match found {
+                Some(child) => node = &child.node,
+                None => {
+                    return Wire {
+                        slot: usize::MAX,
+                        below: Path::default(),
+                    };
+                }
+            }
+            depth += 1;
+        }
+    }
+
+    /// Each node read whole, as its path's keys and its slot: for checks of
+    /// [`Projection::parse_values`] against a tree (tests, fuzz target `projection`).
+    #[doc(hidden)]
+    pub fn read_slots(&self) -> Vec<(Vec<String>, usize)> {
+        fn walk(node: &Node, keys: &mut Vec<String>, out: &mut Vec<(Vec<String>, usize)>) {
+            if let Some(slot) = node.slot {
+                out.push((keys.clone(), slot));
+            }
+            for child in &node.children {
+                keys.push(child.key.to_string());
+                walk(&child.node, keys, out);
+                keys.pop();
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut Vec::new(), &mut out);
+        out
+    }
+
+    /// The wiring of the `index`th mapping given to [`Projection::of`].
+    pub(crate) fn wiring(&self, index: usize) -> Option<&[Wire]> {
+        self.wiring.get(index).map(|wires| &**wires)
     }
 
     fn add(&mut self, path: &Path) {
@@ -158,6 +282,22 @@ impl Projection {
         scan(&self.root, body).or_else(|Invalid| self.parse_serde(body))
     }
 
+    /// Like [`Projection::parse`], but the values read whole are kept by slot instead of in a
+    /// tree: the objects on the way to them (the body's root, `data`, `data.object`) cost no
+    /// map, no key and no drop. The engine finds them through the wiring of
+    /// [`Projection::of`] ([`super::Request::projected`]). Bodies the scanner leaves to
+    /// serde_json, and projections that keep everything, come back as a tree.
+    pub fn parse_values(&self, body: &[u8]) -> Result<ProjectedBody, BodyError> {
+        if self.root.whole || body.iter().all(u8::is_ascii_whitespace) {
+            return parse_json(body).map(ProjectedBody::Tree);
+        }
+        let mut values = vec![None; self.slots].into_boxed_slice();
+        match fill_root(&self.root, body, &mut values) {
+            Ok(()) => Ok(ProjectedBody::Values(values)),
+            Err(Invalid) => self.parse_serde(body).map(ProjectedBody::Tree),
+        }
+    }
+
     /// [`Projection::parse`] through serde_json's deserializer: the reference the scanner is
     /// checked against (fuzz target `projection`), and the source of its error messages.
     #[doc(hidden)]
@@ -202,6 +342,113 @@ fn scan(root: &Node, body: &[u8]) -> Result<Value, Invalid> {
         Ok(value)
     } else {
         Err(Invalid)
+    }
+}
+
+/// [`scan`] keeping the values read whole by slot ([`Projection::parse_values`]).
+fn fill_root(root: &Node, body: &[u8], values: &mut [Option<Value>]) -> Result<(), Invalid> {
+    let mut at = 0;
+    whitespace(body, &mut at);
+    let mut at = fill(body, at, root, 0, values)?;
+    whitespace(body, &mut at);
+    if at == body.len() {
+        Ok(())
+    } else {
+        Err(Invalid)
+    }
+}
+
+/// [`value`] for a node not read whole: only what is below it is kept, by slot. As in a
+/// tree, where a later duplicate key replaces the member before it, a value here first clears
+/// every slot below; one that is not a container leaves them empty (and is checked as
+/// [`value`] checks it, so both accept the same bodies).
+fn fill(
+    bytes: &[u8],
+    at: usize,
+    node: &Node,
+    depth: usize,
+    values: &mut [Option<Value>],
+) -> Result<usize, Invalid> {
+    values[node.slots.0..node.slots.1].fill(None);
+    match bytes.get(at) {
+        Some(b'{') => fill_object(bytes, at, node, depth + 1, values),
+        Some(b'[') => fill_array(bytes, at, node, depth + 1, values),
+        _ => kept(bytes, at, depth).map(|(_, end)| end),
+    }
+}
+
+/// The value of a member or element `node` reads: whole into its slot, or filled below.
+#[inline(always)]
+fn fill_child(
+    bytes: &[u8],
+    at: usize,
+    node: &Node,
+    depth: usize,
+    values: &mut [Option<Value>],
+) -> Result<usize, Invalid> {
+    match node.slot {
+        Some(slot) => {
+            let (value, end) = kept(bytes, at, depth)?;
+            values[slot] = Some(value);
+            Ok(end)
+        }
+        None => fill(bytes, at, node, depth, values),
+    }
+}
+
+/// [`object`] by slot.
+fn fill_object(
+    bytes: &[u8],
+    mut at: usize,
+    node: &Node,
+    depth: usize,
+    values: &mut [Option<Value>],
+) -> Result<usize, Invalid> {
+    if depth > MAX_DEPTH {
+        return Err(Invalid);
+    }
+    expect(bytes, &mut at, b'{')?;
+    if bytes.get(at) == Some(&b'}') {
+        return Ok(at + 1);
+    }
+    loop {
+        let child = key(bytes, &mut at, node)?;
+        colon(bytes, &mut at)?;
+        match child {
+            Some(child) => at = fill_child(bytes, at, &child.node, depth, values)?,
+            None => skip(bytes, &mut at, depth)?,
+        }
+        if comma_or_close(bytes, &mut at, b'}')? {
+            return Ok(at);
+        }
+    }
+}
+
+/// [`array`] by slot.
+fn fill_array(
+    bytes: &[u8],
+    mut at: usize,
+    node: &Node,
+    depth: usize,
+    values: &mut [Option<Value>],
+) -> Result<usize, Invalid> {
+    if depth > MAX_DEPTH {
+        return Err(Invalid);
+    }
+    expect(bytes, &mut at, b'[')?;
+    if bytes.get(at) == Some(&b']') {
+        return Ok(at + 1);
+    }
+    let mut index = 0;
+    loop {
+        match node.children.iter().find(|c| c.index == Some(index)) {
+            Some(child) => at = fill_child(bytes, at, &child.node, depth, values)?,
+            None => skip(bytes, &mut at, depth)?,
+        }
+        index += 1;
+        if comma_or_close(bytes, &mut at, b']')? {
+            return Ok(at);
+        }
     }
 }
 
@@ -1157,6 +1404,10 @@ event:
                 r#"
 sourceRef: {name: s}
 forEach: "{{data.object.lines.data}}"
+when:
+  - {path: "{{livemode}}", equals: "false"}
+  - {path: "{{$item.description}}", in: [one, three]}
+  - {path: "{{request.idempotency_key}}", exists: true}
 event:
   name: "Line {{$item.description}}"
   visitorId: "{{data.object.customer}}"
@@ -1171,7 +1422,24 @@ event:
         let now = jiff::Timestamp::UNIX_EPOCH;
         let a = map_request(&mappings, &Request::new(&full, now));
         let b = map_request(&mappings, &Request::new(&projected, now));
-        assert_eq!(a.events.len(), 4);
+        let by_slot = projection.parse_values(&raw).unwrap();
+        assert!(matches!(by_slot, ProjectedBody::Values(_)));
+        let c = map_request(&mappings, &Request::projected(&projection, &by_slot, now));
+        assert_eq!(a.events.len(), 3);
+        // Generated ids are random: everything else must be equal.
+        let without_generated_ids = |mut outcome: crate::mapping::MapOutcome| {
+            for event in &mut outcome.events {
+                if event.id_generated {
+                    event.id.clear();
+                }
+            }
+            outcome
+        };
+        assert_eq!(
+            without_generated_ids(c),
+            without_generated_ids(a.clone()),
+            "mapped from values by slot"
+        );
         let ids = |o: &crate::mapping::MapOutcome| {
             o.events
                 .iter()
@@ -1179,6 +1447,73 @@ event:
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&a), ids(&b));
+    }
+
+    /// [`Projection::parse_values`] keeps, at each node read whole, what the tree of
+    /// [`Projection::parse_serde`] has at that path, and refuses what it refuses.
+    fn assert_values_match_the_tree(projection: &Projection, raw: &[u8]) {
+        let tree = projection.parse_serde(raw);
+        match (projection.parse_values(raw), tree) {
+            (Ok(ProjectedBody::Values(values)), Ok(tree)) => {
+                for (keys, slot) in projection.read_slots() {
+                    let path = Path::from_keys(keys.iter().map(String::as_str));
+                    assert_eq!(
+                        values[slot].as_ref(),
+                        path.resolve(&tree),
+                        "{path} in {}",
+                        String::from_utf8_lossy(raw)
+                    );
+                }
+            }
+            (Ok(ProjectedBody::Tree(parsed)), Ok(tree)) => assert_eq!(parsed, tree),
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (a, b) => panic!("{a:?} vs {b:?} for {}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn values_by_slot_are_what_the_tree_has_at_each_path() {
+        let stripe = Projection::of([&compile(STRIPE)]);
+        let raw = serde_json::to_vec(&body()).unwrap();
+        assert!(matches!(
+            stripe.parse_values(&raw),
+            Ok(ProjectedBody::Values(_))
+        ));
+        assert_values_match_the_tree(&stripe, &raw);
+        for raw in [
+            // A later duplicate replaces the earlier member, containers on the way included.
+            &br#"{"data": {"object": {"customer": "a", "amount_paid": 1}}, "data": {"object": {"amount_paid": 2}}}"#[..],
+            br#"{"data": {"object": {"customer": "a"}}, "data": 5}"#,
+            br#"{"id": "x", "id": null, "type": "t", "type": "u"}"#,
+            br#"{"data": {"object": {"lines": {"data": [{"description": "one"}]}}}}"#,
+            br#"{"data": {"object": {"lines": {"data": {"1": {"description": "key"}}}}}}"#,
+            br#"{"data": {"object": {"lines": {"data": [1, {"description": ["x"]}, 3]}}}}"#,
+            br#"{"data": [{"object": 1}], "created": 1.5e300}"#,
+            br#"{"data": "\u00e9", "i\u0064": "escaped key"}"#,
+            br#"[{"id": 1}]"#,
+            br#""just a string""#,
+            br#"17"#,
+            b"{\"data\": {\"object\": {\"customer\": \"\xff\"}}}",
+            b"{\"data\": \"\xff\"}",
+            b"{\"other\": \"\xff\", \"id\": \"x\"}",
+            br#"{"id": 1e400}"#,
+            br#"{"other": 1e400, "id": "x"}"#,
+            br#"{"id": "x""#,
+            br#"{"data": {"object": [}}"#,
+        ] {
+            assert_values_match_the_tree(&stripe, raw);
+        }
+        let indexes = Projection::default()
+            .with_keys(["00", "x"])
+            .with_keys(["0"])
+            .with_keys(["2", "a", "b"]);
+        for raw in [
+            &br#"[{"a": 1}, 2, {"a": {"b": 3}}]"#[..],
+            br#"{"00": {"x": 1, "y": 2}, "0": 3, "2": {"a": {"b": [4]}}}"#,
+            br#"{"00": {"x": 1}, "00": {"y": 2}}"#,
+        ] {
+            assert_values_match_the_tree(&indexes, raw);
+        }
     }
 
     #[test]

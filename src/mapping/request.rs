@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use jiff::Timestamp;
 use serde_json::Value;
 
+use super::projection::{ProjectedBody, Projection};
+
 /// Header lookup. Implemented for `hyper::HeaderMap` (what the ingest has) and for slices of
 /// pairs (what tests and `hookgate send` have).
 pub trait Headers {
@@ -62,9 +64,15 @@ impl<'a> Query<'a> {
     }
 }
 
+/// The body of a projected request, whose values are all in slots.
+static NO_BODY: Value = Value::Null;
+
 /// One inbound request, as the mapping engine sees it.
 pub struct Request<'a> {
     pub(crate) body: &'a Value,
+    /// A body parsed into values by slot, with the projection that knows where each
+    /// mapping's paths are among them; `body` is then `null`.
+    pub(crate) projected: Option<(&'a Projection, &'a [Option<Value>])>,
     pub(crate) headers: &'a dyn Headers,
     pub(crate) query: Query<'a>,
     pub(crate) received_at: Timestamp,
@@ -76,9 +84,27 @@ impl<'a> Request<'a> {
     pub fn new(body: &'a Value, received_at: Timestamp) -> Self {
         Self {
             body,
+            projected: None,
             headers: &(),
             query: Query::default(),
             received_at,
+        }
+    }
+
+    /// A request whose body `projection` parsed ([`Projection::parse_values`]). The mappings it
+    /// is then mapped with must be the ones `projection` was made [`Projection::of`], in the
+    /// same order: their paths are found by their place in that list.
+    pub fn projected(
+        projection: &'a Projection,
+        body: &'a ProjectedBody,
+        received_at: Timestamp,
+    ) -> Self {
+        match body {
+            ProjectedBody::Tree(tree) => Self::new(tree, received_at),
+            ProjectedBody::Values(values) => Self {
+                projected: Some((projection, values)),
+                ..Self::new(&NO_BODY, received_at)
+            },
         }
     }
 
