@@ -404,12 +404,8 @@ fn fill_object(
     depth: usize,
     values: &mut [Option<Value>],
 ) -> Result<usize, Invalid> {
-    if depth > MAX_DEPTH {
-        return Err(Invalid);
-    }
-    expect(bytes, &mut at, b'{')?;
-    if bytes.get(at) == Some(&b'}') {
-        return Ok(at + 1);
+    if open(bytes, &mut at, b'{', depth)? {
+        return Ok(at);
     }
     loop {
         let child = key(bytes, &mut at, node)?;
@@ -432,12 +428,8 @@ fn fill_array(
     depth: usize,
     values: &mut [Option<Value>],
 ) -> Result<usize, Invalid> {
-    if depth > MAX_DEPTH {
-        return Err(Invalid);
-    }
-    expect(bytes, &mut at, b'[')?;
-    if bytes.get(at) == Some(&b']') {
-        return Ok(at + 1);
+    if open(bytes, &mut at, b'[', depth)? {
+        return Ok(at);
     }
     let mut index = 0;
     loop {
@@ -468,13 +460,9 @@ fn object(
     node: &Node,
     depth: usize,
 ) -> Result<(Value, usize), Invalid> {
-    if depth > MAX_DEPTH {
-        return Err(Invalid);
-    }
-    expect(bytes, &mut at, b'{')?;
     let mut map = Map::new();
-    if bytes.get(at) == Some(&b'}') {
-        return Ok((Value::Object(map), at + 1));
+    if open(bytes, &mut at, b'{', depth)? {
+        return Ok((Value::Object(map), at));
     }
     loop {
         let child = key(bytes, &mut at, node)?;
@@ -491,6 +479,23 @@ fn object(
             return Ok((Value::Object(map), at));
         }
     }
+}
+
+/// Opens the container at `at` (`open` is `{` or `[`), the `depth`th around its contents:
+/// `true` when it is empty, with the cursor after its close; else the cursor on its first
+/// member or element.
+#[inline(always)]
+fn open(bytes: &[u8], at: &mut usize, open: u8, depth: usize) -> Result<bool, Invalid> {
+    if depth > MAX_DEPTH {
+        return Err(Invalid);
+    }
+    expect(bytes, at, open)?;
+    // `}` and `]` are two after `{` and `[`.
+    if bytes.get(*at) == Some(&(open + 2)) {
+        *at += 1;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// The member key at `at` (its opening quote) and the child of `node` it names; the cursor
@@ -533,14 +538,10 @@ fn array(
     node: &Node,
     depth: usize,
 ) -> Result<(Value, usize), Invalid> {
-    if depth > MAX_DEPTH {
-        return Err(Invalid);
-    }
-    expect(bytes, &mut at, b'[')?;
     let wanted = node.children.iter().filter_map(|c| c.index).max();
     let mut items = Vec::new();
-    if bytes.get(at) == Some(&b']') {
-        return Ok((Value::Array(items), at + 1));
+    if open(bytes, &mut at, b'[', depth)? {
+        return Ok((Value::Array(items), at));
     }
     let mut index = 0;
     loop {
