@@ -19,8 +19,7 @@ use super::template::Path;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Lookups {
     root: Node,
-    /// The path of each slot, by slot.
-    paths: Vec<Path>,
+    slots: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -66,19 +65,34 @@ impl Lookups {
             node = &mut node.children[at].node;
         }
         *node.slot.get_or_insert_with(|| {
-            self.paths.push(path.clone());
-            self.paths.len() - 1
+            self.slots += 1;
+            self.slots - 1
         })
     }
 
     /// How many slots [`Lookups::resolve`] fills.
     pub(crate) fn len(&self) -> usize {
-        self.paths.len()
+        self.slots
     }
 
-    /// The path of each slot, by slot.
-    pub(crate) fn paths(&self) -> &[Path] {
-        &self.paths
+    /// Calls `f` with each slot and the keys of its path. The paths are not kept beside the
+    /// tree: a route holds a thousand mappings' worth of them.
+    pub(crate) fn for_each_path<'l>(&'l self, mut f: impl FnMut(usize, &[&'l str])) {
+        fn walk<'l>(
+            node: &'l Node,
+            keys: &mut Vec<&'l str>,
+            f: &mut impl FnMut(usize, &[&'l str]),
+        ) {
+            if let Some(slot) = node.slot {
+                f(slot, keys);
+            }
+            for child in &node.children {
+                keys.push(&child.key);
+                walk(&child.node, keys, f);
+                keys.pop();
+            }
+        }
+        walk(&self.root, &mut Vec::new(), &mut f);
     }
 
     /// Sets each path's slot in `values` (at least [`Lookups::len`] long) to what

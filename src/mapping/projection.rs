@@ -37,14 +37,22 @@ pub struct Projection {
 /// node read whole that holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Wire {
-    slot: usize,
+    slot: u32,
     /// The rest of the path below that node; empty when the path ends there.
     below: Path,
 }
 
 impl Wire {
+    /// A path the projection does not read.
+    fn nothing() -> Self {
+        Self {
+            slot: u32::MAX,
+            below: Path::default(),
+        }
+    }
+
     pub(crate) fn resolve<'v>(&self, values: &'v [Option<Value>]) -> Option<&'v Value> {
-        let value = values.get(self.slot)?.as_ref()?;
+        let value = values.get(self.slot as usize)?.as_ref()?;
         if self.below.is_root() {
             Some(value)
         } else {
@@ -68,10 +76,9 @@ pub enum ProjectedBody {
 struct Node {
     /// The value here is read as a whole (a leaf path, `properties.from`, a forEach array).
     whole: bool,
-    /// This node's index among the values of a [`ProjectedBody::Values`], when read whole.
-    slot: Option<usize>,
-    /// The slots of this node and every node below it: a value found here replaces theirs.
-    slots: (usize, usize),
+    /// The slots of this node and every node below it, a value found here replacing theirs;
+    /// a node read whole (which has nothing below it) has the first.
+    slots: (u32, u32),
     /// Keys apply to object members and, when numeric, to array elements, like `Path`.
     children: Vec<Child>,
     /// Bit `n` is set when a child's key is `n` bytes long (bit 63: 63 or more), so most
@@ -89,6 +96,11 @@ struct Child {
 }
 
 impl Node {
+    /// This node's index among the values of a [`ProjectedBody::Values`], when read whole.
+    fn slot(&self) -> Option<u32> {
+        self.whole.then_some(self.slots.0)
+    }
+
     /// The child named `key`, whose [`prefix`] is given.
     #[inline(always)]
     fn child(&self, key: &[u8], prefix: u64) -> Option<&Child> {
@@ -133,8 +145,11 @@ impl Projection {
         projection.wiring = mappings
             .into_iter()
             .map(|mapping| {
-                let paths = mapping.lookups.paths();
-                paths.iter().map(|path| projection.wire(path)).collect()
+                let mut wires = vec![Wire::nothing(); mapping.lookups.len()];
+                mapping
+                    .lookups
+                    .for_each_path(|slot, keys| wires[slot] = projection.wire(keys));
+                wires.into()
             })
             .collect();
         projection
@@ -164,12 +179,11 @@ impl Projection {
     /// Gives each node read whole a slot, in depth-first order, so the slots below a node are
     /// one range.
     fn number(&mut self) {
-        fn walk(node: &mut Node, next: &mut usize) {
+        fn walk(node: &mut Node, next: &mut u32) {
             let first = *next;
-            node.slot = node.whole.then(|| {
+            if node.whole {
                 *next += 1;
-                first
-            });
+            }
             for child in &mut node.children {
                 walk(&mut child.node, next);
             }
@@ -177,35 +191,31 @@ impl Projection {
         }
         let mut next = 0;
         walk(&mut self.root, &mut next);
-        self.slots = next;
+        self.slots = next as usize;
     }
 
-    /// Where `path`'s value is found in a [`ProjectedBody::Values`]: below the first node on
-    /// it that is read whole. A path this projection does not read finds nothing.
-    fn wire(&self, path: &Path) -> Wire {
+    /// Where the value at `keys` is found in a [`ProjectedBody::Values`]: below the first node
+    /// on the path that is read whole. A path this projection does not read finds nothing.
+    fn wire(&self, keys: &[&str]) -> Wire {
         let mut node = &self.root;
-        let mut keys = path.keys();
-        let mut depth = 0;
-        loop {
-            if let Some(slot) = node.slot {
+        for (depth, key) in keys.iter().enumerate() {
+            if let Some(slot) = node.slot() {
                 return Wire {
                     slot,
-                    below: Path::from_keys(path.keys().skip(depth)),
+                    below: Path::from_keys(keys[depth..].iter().copied()),
                 };
             }
-            let found = keys
-                .next()
-                .and_then(|key| node.children.iter().find(|c| &*c.key == key));
-            match found {
+            match node.children.iter().find(|c| &*c.key == *key) {
                 Some(child) => node = &child.node,
-                None => {
-                    return Wire {
-                        slot: usize::MAX,
-                        below: Path::default(),
-                    };
-                }
+                None => return Wire::nothing(),
             }
-            depth += 1;
+        }
+        match node.slot() {
+            Some(slot) => Wire {
+                slot,
+                below: Path::default(),
+            },
+            None => Wire::nothing(),
         }
     }
 
@@ -214,8 +224,8 @@ impl Projection {
     #[doc(hidden)]
     pub fn read_slots(&self) -> Vec<(Vec<String>, usize)> {
         fn walk(node: &Node, keys: &mut Vec<String>, out: &mut Vec<(Vec<String>, usize)>) {
-            if let Some(slot) = node.slot {
-                out.push((keys.clone(), slot));
+            if let Some(slot) = node.slot() {
+                out.push((keys.clone(), slot as usize));
             }
             for child in &node.children {
                 keys.push(child.key.to_string());
@@ -369,7 +379,7 @@ fn fill(
     depth: usize,
     values: &mut [Option<Value>],
 ) -> Result<usize, Invalid> {
-    values[node.slots.0..node.slots.1].fill(None);
+    values[node.slots.0 as usize..node.slots.1 as usize].fill(None);
     match bytes.get(at) {
         Some(b'{') => fill_object(bytes, at, node, depth + 1, values),
         Some(b'[') => fill_array(bytes, at, node, depth + 1, values),
@@ -386,10 +396,10 @@ fn fill_child(
     depth: usize,
     values: &mut [Option<Value>],
 ) -> Result<usize, Invalid> {
-    match node.slot {
+    match node.slot() {
         Some(slot) => {
             let (value, end) = kept(bytes, at, depth)?;
-            values[slot] = Some(value);
+            values[slot as usize] = Some(value);
             Ok(end)
         }
         None => fill(bytes, at, node, depth, values),
