@@ -7,6 +7,11 @@
 //! into a tree at compile time; per request each object on the way is visited once, and an
 //! object with few members compared to the keys wanted is walked in order alongside the sorted
 //! wanted keys, which mostly settles on the first byte.
+//!
+//! The tree also numbers the paths: a template reads its value by slot. When the ingest hands
+//! the engine a projected body ([`super::ProjectedBody::Values`]) there is no tree to walk, and
+//! the slots are filled from the projection's instead, through the wiring
+//! [`super::Projection::of`] builds from this tree.
 
 use std::cmp::Ordering;
 

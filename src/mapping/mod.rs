@@ -55,10 +55,11 @@
 //! - [`body`]: JSON and form bodies into one `serde_json::Value`.
 //! - [`compile`]: a `MappingSpec` into a [`CompiledMapping`], with positioned errors.
 //! - [`engine`]: conditions, forEach, identity, privacy: a request into a [`MapOutcome`].
-//! - `lookup`: the body paths an event reads, resolved together in one walk per request.
+//! - `lookup`: the body paths a mapping reads, numbered, and resolved together in one walk of a
+//!   parsed tree (a projected body has them by slot already).
 //! - [`event`]: the canonical CloudEvent.
 //! - [`shape`]: the learned payload shape and the fields no mapping reads.
-//! - [`projection`]: parsing only the fields the mappings read.
+//! - [`projection`]: parsing only the fields the mappings read, into values by slot.
 
 pub mod body;
 pub mod compile;

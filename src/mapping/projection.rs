@@ -3,9 +3,12 @@
 //! Building the whole `serde_json::Value` of a 1.5 KB payload — a `String` per key and value, a
 //! `BTreeMap` insert per field — was a quarter of the ingest's CPU, while a mapping typically
 //! reads six fields. A [`Projection`] is the tree of the paths the mappings read
-//! ([`CompiledMapping::read_paths`]); [`Projection::parse`] materialises those subtrees and
-//! skips everything else, checking its syntax as serde_json's `IgnoredAny` does but allocating
-//! nothing. The engine sees the same value at every path it reads, so it maps the same events.
+//! ([`CompiledMapping::read_paths`]). [`Projection::parse_values`], what the ingest runs, keeps
+//! the value at each node read whole in a slot and builds nothing on the way to it;
+//! [`Projection::parse`] builds the same values into a tree of just those paths (the reference
+//! the slots are checked against). Both skip everything else, checking its syntax as
+//! serde_json's `IgnoredAny` does but allocating nothing. The engine sees the same value at
+//! every path it reads, so it maps the same events.
 //!
 //! Differences from a full parse, all confined to fields no mapping reads: their numbers are
 //! not range-checked (`1e400` there is accepted instead of a 400) and their nesting depth is not
@@ -281,7 +284,7 @@ impl Projection {
     /// Parses JSON keeping only the projected paths; the same errors as a full parse for
     /// malformed JSON. An empty body is an empty object, as in [`parse_json`].
     ///
-    /// A byte scanner ([`Scan`]) does the work: it matches keys as bytes and skips unread
+    /// A byte scanner ([`scan`]) does the work: it matches keys as bytes and skips unread
     /// values without decoding them. When it finds anything it would have to report, the
     /// body is parsed again by [`Projection::parse_serde`], so errors (and their positions)
     /// are serde_json's, and where the two could ever disagree serde_json's answer stands.
