@@ -129,16 +129,25 @@ fn push_hex(out: &mut String, value: u64, width: u32) {
 
 /// `future` with a time limit; the timer is armed only when it does not finish on its first
 /// poll. Most bodies have arrived and most sinks acknowledge inline, so a request usually
-/// arms no timer at all.
+/// arms no timer at all. Nor does a sink waiting for its worker's turn (it is woken without
+/// I/O, [`crate::sink::waiting_for_turn`]); the limit runs from its first other wait.
 async fn within<F: Future>(
     limit: Duration,
     future: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut future = std::pin::pin!(future);
-    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    let first = std::future::poll_fn(|cx| {
+        crate::sink::took_turn();
+        match future.as_mut().poll(cx) {
+            Poll::Ready(output) => Poll::Ready(Some(output)),
+            Poll::Pending if crate::sink::took_turn() => Poll::Pending,
+            Poll::Pending => Poll::Ready(None),
+        }
+    })
+    .await;
     match first {
-        Poll::Ready(output) => Ok(output),
-        Poll::Pending => tokio::time::timeout(limit, future).await,
+        Some(output) => Ok(output),
+        None => tokio::time::timeout(limit, future).await,
     }
 }
 
@@ -872,5 +881,37 @@ mod tests {
             8
         };
         assert_eq!(within(Duration::from_secs(60), later).await.ok(), Some(8));
+    }
+
+    /// Pending once for the worker's turn (woken from elsewhere, after `delay`), then `then`.
+    fn after_turn<F: Future + Unpin>(
+        delay: Duration,
+        mut then: F,
+    ) -> impl Future<Output = F::Output> {
+        let mut turn = Some(delay);
+        std::future::poll_fn(move |cx| {
+            if let Some(delay) = turn.take() {
+                let waker = cx.waker().clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    waker.wake();
+                });
+                crate::sink::waiting_for_turn();
+                return Poll::Pending;
+            }
+            std::pin::Pin::new(&mut then).poll(cx)
+        })
+    }
+
+    #[tokio::test]
+    async fn within_arms_no_timer_for_a_turn_but_does_after_it() {
+        let turn = after_turn(Duration::from_millis(40), std::future::ready(9));
+        assert_eq!(within(Duration::from_millis(5), turn).await.ok(), Some(9));
+        let turn_then_never = after_turn(Duration::from_millis(1), std::future::pending::<()>());
+        assert!(
+            within(Duration::from_millis(20), turn_then_never)
+                .await
+                .is_err()
+        );
     }
 }

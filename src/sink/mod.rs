@@ -48,6 +48,22 @@ impl SinkError {
     }
 }
 
+thread_local! {
+    static WAITING_FOR_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called by a delivery future as it returns `Pending` only to wait for the rest of the
+/// current worker's turn (see [`stdout`]): it is woken without any I/O, so the ingest arms no
+/// timeout for that poll.
+pub(crate) fn waiting_for_turn() {
+    WAITING_FOR_TURN.set(true);
+}
+
+/// Whether the future polled since the last call said [`waiting_for_turn`]; clears it.
+pub(crate) fn took_turn() -> bool {
+    WAITING_FOR_TURN.replace(false)
+}
+
 /// A boxed future, so `Sink` stays object-safe (`Arc<dyn Sink>` per route).
 pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
