@@ -236,10 +236,11 @@ impl SourceStatus {
 
     /// Records events of a request with their outcome, `delivered` or `duplicate`, and counts
     /// them: one lock for the whole request, which matters at tens of thousands a second.
-    pub fn events<'e>(
+    /// The events are taken, so that their ids and names move into the list.
+    pub fn events(
         &self,
         request_id: &str,
-        events: impl IntoIterator<Item = (&'e MappedEvent, Delivery)>,
+        events: impl IntoIterator<Item = (MappedEvent, Delivery)>,
         at: Timestamp,
     ) {
         self.update(|s| {
@@ -259,10 +260,10 @@ impl SourceStatus {
                     Recent {
                         at,
                         request_id: request_id.to_owned(),
-                        mapping: Some(event.mapping.clone()),
-                        event_name: Some(event.name.clone()),
-                        event_id: Some(event.id.clone()),
-                        identity: masked_identity(event),
+                        identity: masked_identity(&event),
+                        mapping: Some(event.mapping),
+                        event_name: Some(event.name),
+                        event_id: Some(event.id),
                         outcome,
                     },
                 );
@@ -490,10 +491,10 @@ mod tests {
         let t = Timestamp::from_second(1_700_000_000).expect("valid time");
         status.events(
             "r1",
-            [(&a, Delivery::Delivered), (&b, Delivery::Duplicate)],
+            [(a.clone(), Delivery::Delivered), (b, Delivery::Duplicate)],
             t,
         );
-        status.events("r2", [(&a, Delivery::Duplicate)], t);
+        status.events("r2", [(a, Delivery::Duplicate)], t);
         let snap = status.snapshot("ns", "s", &[]);
         assert_eq!((snap.counters.delivered, snap.counters.duplicates), (1, 2));
         let shown: Vec<_> = snap
