@@ -55,7 +55,7 @@ pub struct StandaloneArgs {
     /// Namespace of manifests that do not name one.
     #[arg(long, default_value = "default")]
     pub namespace: String,
-    /// Base of the printed URLs (default: http://<listen address>), e.g. a tunnel's URL.
+    /// Base of the printed URLs (default: http:// and the listen address), e.g. a tunnel's URL.
     #[arg(long)]
     pub public_url: Option<String>,
     /// Serve sources that configure a signature WITHOUT verifying it, to try mappings against

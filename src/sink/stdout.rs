@@ -591,6 +591,69 @@ mod tests {
         assert_eq!(ids(&out.out), ["\"evt_2\""]);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_acknowledged_line_is_written_once_whatever_requests_go_away() {
+        let out = Counted::default();
+        let sink = Arc::new(WriterSink::new("memory", Box::new(out.clone())));
+        let source = Arc::new(EventSource::new("ns", "src"));
+        let deliver = move |t: usize| {
+            let (sink, source) = (sink.clone(), source.clone());
+            async move {
+                let events = [event(t)];
+                let acked = sink
+                    .deliver(Batch {
+                        source: &source,
+                        events: &events,
+                    })
+                    .await
+                    .is_ok();
+                (t, acked)
+            }
+        };
+        // Spawned from a worker, so that groups of requests share its turns; in every other
+        // group a task aborts the group's first request, often a tick's leader after others
+        // joined its tick.
+        let tasks = tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for group in 0..100 {
+                let first = tokio::spawn(deliver(group * 5));
+                for t in 1..5 {
+                    tasks.push(tokio::spawn(deliver(group * 5 + t)));
+                }
+                if group % 2 == 0 {
+                    let abort = first.abort_handle();
+                    tokio::spawn(async move { abort.abort() });
+                }
+                tasks.push(first);
+                if group % 3 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            tasks
+        })
+        .await
+        .unwrap();
+        let mut acked = Vec::new();
+        for task in tasks {
+            // Refused (a 503 to the sender) or aborted: the sender retries.
+            if let Ok((t, true)) = task.await {
+                acked.push(format!("\"evt_{t}\""));
+            }
+        }
+        let written = ids(&out.out);
+        let mut unique = written.clone();
+        unique.dedup();
+        assert_eq!(unique, written, "a line was written twice");
+        for id in &acked {
+            assert!(written.contains(id), "{id} acknowledged but not written");
+        }
+        assert!(
+            acked.len() >= 300,
+            "only {} of 500 acknowledged",
+            acked.len()
+        );
+    }
+
     fn block_on_new_runtime<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
