@@ -167,7 +167,8 @@ impl Sink for WriterSink {
                 waiting: None,
             }),
             Err(lines_of) => {
-                let mut lines = Vec::with_capacity(TICK_BYTES);
+                let mut lines = SPARE.take();
+                lines.reserve(TICK_BYTES);
                 lines_of(&mut lines);
                 Box::pin(self.lead(lines))
             }
@@ -178,6 +179,15 @@ impl Sink for WriterSink {
 /// What a tick's buffer holds before growing: the lines of a dozen or more requests of
 /// typical size, so that requests joining a tick seldom move it.
 const TICK_BYTES: usize = 16 * 1024;
+
+/// The largest buffer kept for the next tick: one a burst grew further is let go.
+const SPARE_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    /// The buffer of this thread's last tick, emptied, for the next one: a buffer of
+    /// [`TICK_BYTES`] allocated and freed per tick cost more than the rest of the sink.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 impl WriterSink {
     /// Opens a tick with `lines`, lets the worker run its other ready tasks (whose lines join
@@ -203,13 +213,17 @@ impl WriterSink {
         result.map_err(SinkError::new)
     }
 
-    async fn write(&self, lines: Vec<u8>) -> Result<(), String> {
+    async fn write(&self, mut lines: Vec<u8>) -> Result<(), String> {
         // The usual case, nobody else writing: write here, without queueing and a channel to
         // hear back. Whatever others queue meanwhile is written on the way out.
         if let Ok(mut output) = self.shared.output.try_lock() {
             let result = write_flushed(&mut **output, &lines);
             drop(output);
             self.shared.written();
+            if lines.capacity() <= SPARE_BYTES {
+                lines.clear();
+                SPARE.set(lines);
+            }
             return result;
         }
         let (ack, acked) = oneshot::channel();
