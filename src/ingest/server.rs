@@ -830,20 +830,7 @@ mod tests {
     }
 
     fn events(ids: &[&str]) -> Vec<MappedEvent> {
-        ids.iter()
-            .map(|id| MappedEvent {
-                mapping: "m".into(),
-                name: "E".into(),
-                id: (*id).to_owned(),
-                id_generated: false,
-                visitor_id: Some("v".into()),
-                external_id: None,
-                email: None,
-                timestamp: Timestamp::UNIX_EPOCH,
-                received_at: Timestamp::UNIX_EPOCH,
-                properties: Default::default(),
-            })
-            .collect()
+        ids.iter().map(|id| MappedEvent::with_id(*id)).collect()
     }
 
     #[test]

@@ -476,16 +476,11 @@ mod tests {
     fn events_are_counted_and_shown_masked() {
         let status = SourceStatus::default();
         let event = |id: &str| MappedEvent {
-            mapping: "m".into(),
             name: "Purchase".into(),
-            id: id.into(),
-            id_generated: false,
             visitor_id: Some("v-1".into()),
             external_id: Some("cus_1".into()),
             email: Some("ada@example.com".into()),
-            timestamp: Timestamp::UNIX_EPOCH,
-            received_at: Timestamp::UNIX_EPOCH,
-            properties: Default::default(),
+            ..MappedEvent::with_id(id)
         };
         let (a, b) = (event("evt_a"), event("evt_b"));
         let t = Timestamp::from_second(1_700_000_000).expect("valid time");

@@ -142,6 +142,26 @@ impl EventSource {
     }
 }
 
+#[cfg(test)]
+impl MappedEvent {
+    /// An event of mapping `m` named `E` with this id and a visitor id, for the tests of what
+    /// carries events (sinks, status, answers).
+    pub(crate) fn with_id(id: impl Into<String>) -> Self {
+        Self {
+            mapping: "m".into(),
+            name: "E".into(),
+            id: id.into(),
+            id_generated: false,
+            visitor_id: Some("v".into()),
+            external_id: None,
+            email: None,
+            timestamp: Timestamp::UNIX_EPOCH,
+            received_at: Timestamp::UNIX_EPOCH,
+            properties: Default::default(),
+        }
+    }
+}
+
 impl MappedEvent {
     /// The structured-mode CloudEvent, serialisable without building a `Value`.
     pub fn cloud_event<'e>(&'e self, source: &'e EventSource) -> CloudEvent<'e> {

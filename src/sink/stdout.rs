@@ -376,8 +376,6 @@ fn write_flushed(writer: &mut dyn Write, buffer: &[u8]) -> Result<(), String> {
 mod tests {
     use std::sync::Mutex;
 
-    use jiff::Timestamp;
-
     use super::*;
     use crate::mapping::{EventSource, MappedEvent};
 
@@ -407,19 +405,12 @@ mod tests {
         }
     }
 
+    fn batch<'a>(source: &'a EventSource, events: &'a [MappedEvent]) -> Batch<'a> {
+        Batch { source, events }
+    }
+
     fn event(id: usize) -> MappedEvent {
-        MappedEvent {
-            mapping: "m".into(),
-            name: "E".into(),
-            id: format!("evt_{id}"),
-            id_generated: false,
-            visitor_id: Some("v".into()),
-            external_id: None,
-            email: None,
-            timestamp: Timestamp::UNIX_EPOCH,
-            received_at: Timestamp::UNIX_EPOCH,
-            properties: Default::default(),
-        }
+        MappedEvent::with_id(format!("evt_{id}"))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,11 +423,7 @@ mod tests {
             let (sink, source) = (sink.clone(), source.clone());
             tasks.push(tokio::spawn(async move {
                 let events: Vec<_> = (0..5).map(|i| event(t * 100 + i)).collect();
-                sink.deliver(Batch {
-                    source: &source,
-                    events: &events,
-                })
-                .await
+                sink.deliver(batch(&source, &events)).await
             }));
         }
         for task in tasks {
@@ -487,20 +474,14 @@ mod tests {
             let (sink, source) = (sink.clone(), source.clone());
             std::thread::spawn(move || {
                 let events = [event(1)];
-                let delivery = sink.deliver(Batch {
-                    source: &source,
-                    events: &events,
-                });
+                let delivery = sink.deliver(batch(&source, &events));
                 block_on_new_runtime(delivery)
             })
         };
         entered.recv().unwrap();
         // The output is taken: this delivery only queues, and is not acknowledged yet.
         let events = [event(2)];
-        let mut second = sink.deliver(Batch {
-            source: &source,
-            events: &events,
-        });
+        let mut second = sink.deliver(batch(&source, &events));
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(50), &mut second)
                 .await
@@ -555,11 +536,7 @@ mod tests {
                 let (sink, source) = (sink.clone(), source.clone());
                 tokio::spawn(async move {
                     let events = [event(t)];
-                    sink.deliver(Batch {
-                        source: &source,
-                        events: &events,
-                    })
-                    .await
+                    sink.deliver(batch(&source, &events)).await
                 })
             })
             .collect();
@@ -578,30 +555,19 @@ mod tests {
         let sink = WriterSink::new("memory", Box::new(out.clone()));
         let source = EventSource::new("ns", "src");
         let (first, second) = ([event(1)], [event(2)]);
-        let mut leader = sink.deliver(Batch {
-            source: &source,
-            events: &first,
-        });
+        let mut leader = sink.deliver(batch(&source, &first));
         let polled = std::future::poll_fn(|cx| Poll::Ready(leader.as_mut().poll(cx))).await;
         assert!(
             polled.is_pending(),
             "the first request waits for the turn to end"
         );
-        let follower = sink.deliver(Batch {
-            source: &source,
-            events: &second,
-        });
+        let follower = sink.deliver(batch(&source, &second));
         drop(leader);
         let err = follower.await.unwrap_err();
         assert!(err.message.contains("went away"), "{err}");
         assert!(ids(&out.out).is_empty());
         // The next request opens a tick of its own, and is written.
-        sink.deliver(Batch {
-            source: &source,
-            events: &second,
-        })
-        .await
-        .unwrap();
+        sink.deliver(batch(&source, &second)).await.unwrap();
         assert_eq!(ids(&out.out), ["\"evt_2\""]);
     }
 
@@ -614,13 +580,7 @@ mod tests {
             let (sink, source) = (sink.clone(), source.clone());
             async move {
                 let events = [event(t)];
-                let acked = sink
-                    .deliver(Batch {
-                        source: &source,
-                        events: &events,
-                    })
-                    .await
-                    .is_ok();
+                let acked = sink.deliver(batch(&source, &events)).await.is_ok();
                 (t, acked)
             }
         };
@@ -680,13 +640,7 @@ mod tests {
         let sink = WriterSink::new("broken", Box::new(Broken));
         let source = EventSource::new("ns", "src");
         let events = [event(1)];
-        let err = sink
-            .deliver(Batch {
-                source: &source,
-                events: &events,
-            })
-            .await
-            .unwrap_err();
+        let err = sink.deliver(batch(&source, &events)).await.unwrap_err();
         assert!(err.message.contains("pipe closed"), "{err}");
     }
 }
