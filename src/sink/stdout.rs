@@ -3,12 +3,12 @@
 //! Writes are combined twice over, so that one `write` acknowledges many requests:
 //!
 //! - **Within a worker's turn.** The first request a runtime worker delivers opens a *tick*
-//!   with its lines and yields until the worker has run every other ready task (tokio wakes a
-//!   yielded task only after that, and after polling for I/O); the requests the worker runs
-//!   meanwhile add their lines to the open tick and wait. The first then writes the tick's lines
-//!   at once and tells the others. Under load a worker runs many connections per turn, so a
-//!   `write` (about 1.6 µs of kernel time into a file, on the load-run VM) serves all of them;
-//!   alone, a request costs one yield.
+//!   with its lines and yields to the back of the worker's run queue; the requests already
+//!   ready on the worker run meanwhile, add their lines to the open tick and wait. The first
+//!   then writes the tick's lines at once and tells the others, before the worker polls for
+//!   more I/O. Under load a worker has many connections ready per turn, so a `write` (about
+//!   1.6 µs of kernel time into a file, on the load-run VM) serves all of them; alone, a
+//!   request costs one yield.
 //! - **Across workers (group commit).** A tick whose output is free writes at once; one that
 //!   finds it taken queues its lines, and whichever tick holds the output writes every buffer
 //!   waiting, then flushes once, so lines of concurrent requests never interleave.
@@ -16,8 +16,10 @@
 //! The writing happens on the runtime's worker, inline: a hand-off to a writer thread cost two
 //! thread wake-ups per request (a fifth of the ingest's CPU), while a write to a file or a log
 //! pipe takes microseconds. If the output blocks (a full pipe nobody reads), the worker holding
-//! it waits, with the requests of its tick; ticks on other workers queue and get the ingest's
-//! delivery timeout, a 503 the sender retries.
+//! it waits, with the requests of its tick; ticks on other workers queue, their first requests
+//! get the ingest's delivery timeout (a 503 the sender retries) and the others wait for their
+//! tick's write. A tick whose first request goes away before writing it (its sender
+//! disconnected) is written as that request is dropped, so the others are not failed for it.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -27,11 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, LockResult, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use tokio::sync::oneshot;
-
 use super::{Batch, DeliverFuture, Sink, SinkError, waiting_for_turn};
-
-type Ack = oneshot::Sender<Result<(), String>>;
 
 /// JSON lines to any [`Write`]: standard output in production, a file or an in-memory buffer in
 /// tests.
@@ -41,8 +39,8 @@ pub struct WriterSink {
 }
 
 struct Shared {
-    /// Buffers waiting for the writer, with whom to tell the outcome.
-    queue: Mutex<Vec<(Vec<u8>, Ack)>>,
+    /// Buffers waiting for the writer, with the tick each finishes.
+    queue: Mutex<Vec<(Vec<u8>, Arc<Tick>)>>,
     /// Whether `queue` holds anything; changed only under its lock. A writer that found the
     /// output free reads this instead of locking the queue: the lock is a write to a cache
     /// line both workers share, and with the output's lock it was four locked instructions
@@ -103,10 +101,10 @@ impl Shared {
     }
 
     /// Queues `buffer` for whoever holds the output, or writes it if nobody does.
-    fn push(&self, buffer: Vec<u8>, ack: Ack) {
+    fn push(&self, buffer: Vec<u8>, tick: Arc<Tick>) {
         {
             let mut queue = unpoisoned(self.queue.lock());
-            queue.push((buffer, ack));
+            queue.push((buffer, tick));
             self.queued.store(true, Ordering::Relaxed);
         }
         // Pairs with the fence in `written`: either this `try_lock` finds the output free, or
@@ -124,7 +122,7 @@ impl Shared {
     }
 }
 
-fn write_all(writer: &mut dyn Write, mut pending: Vec<(Vec<u8>, Ack)>) {
+fn write_all(writer: &mut dyn Write, mut pending: Vec<(Vec<u8>, Arc<Tick>)>) {
     // Write each buffer whole; after the first failure the rest are not written, so no later
     // batch lands after a half-written one and claims success.
     let mut result: io::Result<()> = Ok(());
@@ -139,14 +137,13 @@ fn write_all(writer: &mut dyn Write, mut pending: Vec<(Vec<u8>, Ack)>) {
     if result.is_ok() {
         result = writer.flush();
     }
-    for (i, (_, ack)) in pending.drain(..).enumerate() {
+    for (i, (_, tick)) in pending.drain(..).enumerate() {
         let answer = match &result {
             Ok(()) => Ok(()),
             Err(e) if i < written => Err(format!("flushing the output failed: {e}")),
             Err(e) => Err(format!("writing the output failed: {e}")),
         };
-        // The requester may have timed out and gone; nothing to tell then.
-        let _ = ack.send(answer);
+        tick.finish(answer);
     }
 }
 
@@ -162,9 +159,10 @@ impl Sink for WriterSink {
             }
         };
         match Tick::join(&self.shared, lines) {
-            Ok(tick) => Box::pin(Follower {
+            Ok(tick) => Box::pin(Outcome {
                 tick,
                 waiting: None,
+                turn: true,
             }),
             Err(lines_of) => {
                 let mut lines = SPARE.take();
@@ -190,48 +188,38 @@ thread_local! {
 }
 
 impl WriterSink {
-    /// Opens a tick with `lines`, lets the worker run its other ready tasks (whose lines join
-    /// the tick), then writes the tick and tells them.
+    /// Opens a tick with `lines`, lets the requests already ready on this worker add theirs,
+    /// then writes the tick (or hands it to the writer holding the output) and waits for the
+    /// outcome with the others.
     async fn lead(&self, lines: Vec<u8>) -> Result<(), SinkError> {
         let mut leader = Leader {
+            shared: &self.shared,
             tick: Tick::open(&self.shared, lines),
-            finished: false,
+            handed: false,
         };
-        let mut yielded = std::pin::pin!(tokio::task::yield_now());
+        // A task that wakes itself while being polled goes to the back of its worker's run
+        // queue: behind the requests already ready in this turn, which join the tick, and
+        // ahead of whatever the next poll for I/O wakes, so the tick's answers go out first.
+        let mut yielded = false;
         std::future::poll_fn(|cx| {
-            let polled = yielded.as_mut().poll(cx);
-            if polled.is_pending() {
-                waiting_for_turn();
+            if yielded {
+                return Poll::Ready(());
             }
-            polled
+            yielded = true;
+            cx.waker().wake_by_ref();
+            waiting_for_turn();
+            Poll::Pending
         })
         .await;
-        let lines = leader.tick.close();
-        let result = self.write(lines).await;
-        leader.tick.finish(result.clone());
-        leader.finished = true;
-        result.map_err(SinkError::new)
-    }
-
-    async fn write(&self, mut lines: Vec<u8>) -> Result<(), String> {
-        // The usual case, nobody else writing: write here, without queueing and a channel to
-        // hear back. Whatever others queue meanwhile is written on the way out.
-        if let Ok(mut output) = self.shared.output.try_lock() {
-            let result = write_flushed(&mut **output, &lines);
-            drop(output);
-            self.shared.written();
-            if lines.capacity() <= SPARE_BYTES {
-                lines.clear();
-                SPARE.set(lines);
-            }
-            return result;
+        leader.write();
+        // Known at once when the output was free; otherwise the holder of the output tells,
+        // and this wait is bounded by the ingest's timer (it is not a turn).
+        Outcome {
+            tick: leader.tick.clone(),
+            waiting: None,
+            turn: false,
         }
-        let (ack, acked) = oneshot::channel();
-        self.shared.push(lines, ack);
-        match acked.await {
-            Ok(result) => result,
-            Err(_) => Err("the output writer has stopped".to_owned()),
-        }
+        .await
     }
 }
 
@@ -315,32 +303,56 @@ impl Tick {
     }
 }
 
-/// The request that opened a tick. Dropped before writing it (its sender went away, or the
-/// ingest's timeout), it fails the others' deliveries: their senders retry, and nothing is
-/// acknowledged that was not written.
-struct Leader {
+/// The request that opened a tick, until it has written it or handed it to the writer
+/// holding the output. Dropped before that (its sender went away, or the ingest's timeout),
+/// it does so on the way out: the others' lines are written all the same, and its own too (at
+/// least once: a sender that went away retries, and dedup absorbs the copy).
+struct Leader<'a> {
+    shared: &'a Shared,
     tick: Arc<Tick>,
-    finished: bool,
+    handed: bool,
 }
 
-impl Drop for Leader {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.tick.finish(Err(
-                "the request writing this batch of lines went away before writing it".to_owned(),
-            ));
+impl Leader<'_> {
+    fn write(&mut self) {
+        self.handed = true;
+        let mut lines = self.tick.close();
+        // The usual case, nobody else writing: write here, without queueing. Whatever others
+        // queue meanwhile is written on the way out.
+        if let Ok(mut output) = self.shared.output.try_lock() {
+            let result = write_flushed(&mut **output, &lines);
+            drop(output);
+            self.shared.written();
+            if lines.capacity() <= SPARE_BYTES {
+                lines.clear();
+                SPARE.set(lines);
+            }
+            self.tick.finish(result);
+        } else {
+            self.shared.push(lines, self.tick.clone());
         }
     }
 }
 
-/// A request whose lines are in another's tick, waiting to hear how the write went.
-struct Follower {
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if !self.handed {
+            self.write();
+        }
+    }
+}
+
+/// A request waiting to hear how the write of its tick went.
+struct Outcome {
     tick: Arc<Tick>,
     /// Where this request's waker is in the tick's list, once registered.
     waiting: Option<usize>,
+    /// Whether the write is this worker's own, due at the end of its turn (no timer needed),
+    /// rather than another's holding the output.
+    turn: bool,
 }
 
-impl Future for Follower {
+impl Future for Outcome {
     type Output = Result<(), SinkError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -357,8 +369,9 @@ impl Future for Follower {
                 state.waiting.push(cx.waker().clone());
             }
         }
-        // Woken by the tick's leader, on this worker's turn: no timer needed.
-        waiting_for_turn();
+        if this.turn {
+            waiting_for_turn();
+        }
         Poll::Pending
     }
 }
@@ -550,11 +563,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lines_whose_writer_went_away_are_not_acknowledged() {
+    async fn a_tick_whose_first_request_goes_away_is_written_all_the_same() {
         let out = Counted::default();
         let sink = WriterSink::new("memory", Box::new(out.clone()));
         let source = EventSource::new("ns", "src");
-        let (first, second) = ([event(1)], [event(2)]);
+        let (first, second, third) = ([event(1)], [event(2)], [event(3)]);
         let mut leader = sink.deliver(batch(&source, &first));
         let polled = std::future::poll_fn(|cx| Poll::Ready(leader.as_mut().poll(cx))).await;
         assert!(
@@ -563,12 +576,14 @@ mod tests {
         );
         let follower = sink.deliver(batch(&source, &second));
         drop(leader);
-        let err = follower.await.unwrap_err();
-        assert!(err.message.contains("went away"), "{err}");
-        assert!(ids(&out.out).is_empty());
-        // The next request opens a tick of its own, and is written.
-        sink.deliver(batch(&source, &second)).await.unwrap();
-        assert_eq!(ids(&out.out), ["\"evt_2\""]);
+        // Written on the leader's way out: the follower is acknowledged, and the leader's own
+        // line is there too (its sender, gone, retries; dedup absorbs the copy).
+        follower.await.unwrap();
+        assert_eq!(ids(&out.out), ["\"evt_1\"", "\"evt_2\""]);
+        assert_eq!(*out.flushes.lock().unwrap(), 1);
+        // The next request opens a tick of its own.
+        sink.deliver(batch(&source, &third)).await.unwrap();
+        assert_eq!(ids(&out.out), ["\"evt_1\"", "\"evt_2\"", "\"evt_3\""]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,7 +601,7 @@ mod tests {
         };
         // Spawned from a worker, so that groups of requests share its turns; in every other
         // group a task aborts the group's first request, often a tick's leader after others
-        // joined its tick.
+        // joined its tick (which is then written as the leader is dropped).
         let tasks = tokio::spawn(async move {
             let mut tasks = Vec::new();
             for group in 0..100 {
