@@ -211,9 +211,11 @@ impl WriterSink {
             Poll::Pending
         })
         .await;
-        leader.write();
-        // Known at once when the output was free; otherwise the holder of the output tells,
-        // and this wait is bounded by the ingest's timer (it is not a turn).
+        if let Some(result) = leader.write() {
+            return result.map_err(SinkError::new);
+        }
+        // Handed to the holder of the output, who tells; this wait is bounded by the ingest's
+        // timer (it is not a turn).
         Outcome {
             tick: leader.tick.clone(),
             waiting: None,
@@ -314,7 +316,9 @@ struct Leader<'a> {
 }
 
 impl Leader<'_> {
-    fn write(&mut self) {
+    /// Writes the tick, with its outcome when written here; `None` when handed to the writer
+    /// holding the output.
+    fn write(&mut self) -> Option<Result<(), String>> {
         self.handed = true;
         let mut lines = self.tick.close();
         // The usual case, nobody else writing: write here, without queueing. Whatever others
@@ -327,9 +331,11 @@ impl Leader<'_> {
                 lines.clear();
                 SPARE.set(lines);
             }
-            self.tick.finish(result);
+            self.tick.finish(result.clone());
+            Some(result)
         } else {
             self.shared.push(lines, self.tick.clone());
+            None
         }
     }
 }
@@ -337,7 +343,7 @@ impl Leader<'_> {
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         if !self.handed {
-            self.write();
+            let _ = self.write();
         }
     }
 }
