@@ -81,7 +81,8 @@ fn a_route_holds_under_5_kb_of_heap_and_gives_it_back_when_removed() {
     eprintln!("heap held per route: {per_route} B");
     // 6,700 B on 2026-11-29 before the specs were dropped and the metric series made lazy;
     // 3,872 B after; 4,775 B at the end of session 4; 4,991 B with the projection's slots and
-    // each mapping's wiring to them (session 5).
+    // each mapping's wiring to them (session 5); 5,063 B with status and counters split per
+    // thread (session 7, 2 CPUs: the shards themselves are created by the first request).
     assert!(per_route < 5 * 1024, "{per_route} B per route");
 
     table.replace(Vec::new());

@@ -8,11 +8,15 @@
 use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
+
+use super::shard::{Histogram, ShardedU64};
+
+/// Counters that every request adds to are sharded per thread ([`super::shard`]).
+type Counter = prometheus_client::metrics::counter::Counter<u64, ShardedU64>;
 
 /// Every answer the ingest gives, one label value each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

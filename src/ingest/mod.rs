@@ -36,6 +36,7 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod server;
+pub mod shard;
 pub mod status;
 pub mod status_writer;
 pub mod table;

@@ -6,7 +6,7 @@
 //! messages, which name fields and templates but not values.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::shard::Sharded;
 use crate::api::webhook_source::{Counters, ErrorStage, ObservedField, RecentError, RecentEvent};
 use crate::mapping::{CompiledMapping, MappedEvent, ShapeObserver};
 
@@ -21,15 +22,24 @@ use crate::mapping::{CompiledMapping, MappedEvent, ShapeObserver};
 pub const MAX_RECENT: usize = 10;
 
 /// The status of one source, shared by every request to it and kept across route updates.
-#[derive(Debug)]
+///
+/// What every request records (counters, recent events, per-mapping matches) is kept per
+/// thread ([`Sharded`]) and added up by [`SourceStatus::snapshot`]: one lock for all requests
+/// was the most contended cache line of a busy ingest. What changes rarely (errors, the
+/// learned shape) has one lock.
+#[derive(Debug, Default)]
 pub struct SourceStatus {
-    inner: Mutex<Inner>,
-    /// Bumped on every change, so a writer can skip sources that did not change since its
-    /// last write.
-    version: AtomicU64,
+    shards: Sharded<Shard>,
+    shared: Mutex<Shared>,
+    /// Bumped on every change of `shared`; each shard has its own.
+    shared_version: AtomicU64,
     /// Bodies offered for shape learning, for [`SourceStatus::shape_sample`].
-    bodies: AtomicU64,
-    /// `bodies` when the last sample was taken, and the sampling tick it was taken in.
+    bodies: Sharded<AtomicU64>,
+    /// Set once more than [`SHAPE_EVERY_BODY`] bodies were offered: from then on a body is
+    /// counted in its thread's shard only, and the total is added up only to weigh a sample.
+    every_body_learned: AtomicBool,
+    /// The total of `bodies` when the last sample was taken, and the sampling tick it was
+    /// taken in.
     sampled_body: AtomicU64,
     sampled_tick: AtomicU64,
 }
@@ -39,20 +49,37 @@ pub const SHAPE_EVERY_BODY: u64 = 64;
 /// Then at most this many bodies a second per source.
 pub const SHAPE_SAMPLES_PER_SECOND: u64 = 100;
 
+/// One thread's share of a source's status.
+#[derive(Debug, Default)]
+struct Shard {
+    inner: Mutex<Inner>,
+    /// Bumped on every change, so a writer can skip sources that did not change since its
+    /// last write (the sum over shards changes whenever one does).
+    version: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     counters: Counters,
     last_event_at: Option<Timestamp>,
+    /// Oldest first; the newest [`MAX_RECENT`] of every shard together are shown.
     recent_events: VecDeque<Recent>,
+    mappings: BTreeMap<String, MappingCounts>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
     recent_errors: Vec<RecentError>,
     shape: ShapeObserver,
-    mappings: BTreeMap<String, MappingStats>,
+    /// Recent errors by mapping name.
+    mapping_errors: BTreeMap<String, Vec<RecentError>>,
 }
 
 /// A recent event as recorded on the request path: what `RecentEvent` shows, with the parts
 /// that are the same for many requests shared rather than copied. Turned into `RecentEvent`s
-/// only when status is written, a few times a minute, not once per request.
-#[derive(Debug)]
+/// only when status is written, a few times a minute, not once per request. The entry
+/// evicted from a full list is reused, strings and all.
+#[derive(Debug, Default)]
 struct Recent {
     at: Timestamp,
     request_id: String,
@@ -78,11 +105,10 @@ impl Recent {
 }
 
 #[derive(Debug, Default, Clone)]
-struct MappingStats {
+struct MappingCounts {
     matched: i64,
     failed: i64,
     last_matched_at: Option<Timestamp>,
-    recent_errors: Vec<RecentError>,
 }
 
 /// What became of an accepted event.
@@ -134,28 +160,31 @@ pub struct MappingSnapshot {
     pub recent_errors: Vec<RecentError>,
 }
 
-impl Default for SourceStatus {
-    fn default() -> Self {
-        Self {
-            inner: Mutex::new(Inner::default()),
-            version: AtomicU64::new(0),
-            bodies: AtomicU64::new(0),
-            sampled_body: AtomicU64::new(0),
-            sampled_tick: AtomicU64::new(0),
-        }
-    }
-}
-
 impl SourceStatus {
+    /// Changes the calling thread's shard.
     fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let shard = self.shards.local();
+        let mut inner = shard.inner.lock().unwrap_or_else(|p| p.into_inner());
         let result = f(&mut inner);
-        self.version.fetch_add(1, Ordering::Relaxed);
+        shard.version.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn update_shared<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let result = f(&mut shared);
+        self.shared_version.fetch_add(1, Ordering::Relaxed);
         result
     }
 
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.version.load(Ordering::Relaxed))
+            .fold(
+                self.shared_version.load(Ordering::Relaxed),
+                u64::wrapping_add,
+            )
     }
 
     pub fn count(&self, count: Count) {
@@ -180,7 +209,7 @@ impl SourceStatus {
 
     /// Learns the shape of a parsed body.
     pub fn observe(&self, body: &Value) {
-        self.update(|s| s.shape.observe(body));
+        self.update_shared(|s| s.shape.observe(body));
     }
 
     /// Whether this request's body should be parsed whole for shape learning, and how many
@@ -190,7 +219,16 @@ impl SourceStatus {
     /// rate it was still a twentieth of a busy ingest's CPU, while a source sending fewer than
     /// a hundred bodies a second (where a rare field takes longest to show) is learned whole.
     pub fn shape_sample(&self, now: Timestamp) -> Option<u64> {
-        let n = self.bodies.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bodies.local().fetch_add(1, Ordering::Relaxed);
+        let mut total = None;
+        let every_body = !self.every_body_learned.load(Ordering::Relaxed) && {
+            let n = self.bodies_offered();
+            total = Some(n);
+            if n > SHAPE_EVERY_BODY {
+                self.every_body_learned.store(true, Ordering::Relaxed);
+            }
+            n <= SHAPE_EVERY_BODY
+        };
         let tick =
             u64::try_from(now.as_millisecond()).unwrap_or(0) / (1000 / SHAPE_SAMPLES_PER_SECOND);
         let last = self.sampled_tick.load(Ordering::Relaxed);
@@ -200,43 +238,45 @@ impl SourceStatus {
                 .sampled_tick
                 .compare_exchange(last, tick, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
-        if !claimed && n > SHAPE_EVERY_BODY {
+        if !claimed && !every_body {
             return None;
         }
+        let n = total.unwrap_or_else(|| self.bodies_offered());
         let previous = self.sampled_body.swap(n, Ordering::Relaxed);
         Some(n.saturating_sub(previous).max(1))
     }
 
+    fn bodies_offered(&self) -> u64 {
+        self.bodies.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
     /// Learns the shape of a sampled body standing for `weight` bodies.
     pub fn observe_sampled(&self, body: &Value, weight: u64) {
-        self.update(|s| s.shape.observe_weighted(body, weight));
+        self.update_shared(|s| s.shape.observe_weighted(body, weight));
     }
 
     pub fn error(&self, stage: ErrorStage, message: &str, at: Timestamp) {
-        self.update(|s| push_error(&mut s.recent_errors, stage, message, at));
+        self.update_shared(|s| push_error(&mut s.recent_errors, stage, message, at));
     }
 
     /// Records a handled request without events (ignored, rejected, failed).
     pub fn request(&self, request_id: &str, outcome: &'static str, at: Timestamp) {
         self.update(|s| {
-            push_event(
-                &mut s.recent_events,
-                Recent {
-                    at,
-                    request_id: request_id.to_owned(),
-                    mapping: None,
-                    event_name: None,
-                    event_id: None,
-                    identity: None,
-                    outcome,
-                },
-            )
+            push_event(&mut s.recent_events, |recent| {
+                recent.at = at;
+                set(&mut recent.request_id, request_id);
+                recent.mapping = None;
+                recent.event_name = None;
+                recent.event_id = None;
+                recent.identity = None;
+                recent.outcome = outcome;
+            });
         });
     }
 
     /// Records events of a request with their outcome, `delivered` or `duplicate`, and counts
-    /// them: one lock for the whole request, which matters at tens of thousands a second.
-    /// The events are taken, so that their ids and names move into the list.
+    /// them: one lock for the whole request. The events are taken, so that their names move
+    /// into the list.
     pub fn events(
         &self,
         request_id: &str,
@@ -255,18 +295,20 @@ impl SourceStatus {
                         "duplicate"
                     }
                 };
-                push_event(
-                    &mut s.recent_events,
-                    Recent {
-                        at,
-                        request_id: request_id.to_owned(),
-                        identity: masked_identity(&event),
-                        mapping: Some(event.mapping),
-                        event_name: Some(event.name),
-                        event_id: Some(event.id),
-                        outcome,
-                    },
-                );
+                push_event(&mut s.recent_events, |recent| {
+                    recent.at = at;
+                    set(&mut recent.request_id, request_id);
+                    match shown_identity(&event) {
+                        Some(identity) => {
+                            mask_into(recent.identity.get_or_insert_default(), identity)
+                        }
+                        None => recent.identity = None,
+                    }
+                    set(recent.event_id.get_or_insert_default(), &event.id);
+                    recent.mapping = Some(event.mapping);
+                    recent.event_name = Some(event.name);
+                    recent.outcome = outcome;
+                });
             }
         });
     }
@@ -278,28 +320,37 @@ impl SourceStatus {
         failed: impl IntoIterator<Item = (&'a str, String)>,
         at: Timestamp,
     ) {
-        self.update(|s| {
+        let failed: Vec<(&str, String)> = self.update(|s| {
             for name in matched {
-                // Looked up before inserting: `entry` would allocate the name on every request.
-                let m = match s.mappings.get_mut(name) {
-                    Some(m) => m,
-                    None => s.mappings.entry(name.to_owned()).or_default(),
-                };
+                let m = counts(&mut s.mappings, name);
                 m.matched += 1;
                 m.last_matched_at = Some(at);
             }
-            for (name, message) in failed {
-                let m = s.mappings.entry(name.to_owned()).or_default();
-                m.failed += 1;
-                push_error(&mut m.recent_errors, ErrorStage::Map, &message, at);
-            }
+            failed
+                .into_iter()
+                .inspect(|(name, _)| counts(&mut s.mappings, name).failed += 1)
+                .collect()
         });
+        if !failed.is_empty() {
+            self.update_shared(|s| {
+                for (name, message) in failed {
+                    let errors = s.mapping_errors.entry(name.to_owned()).or_default();
+                    push_error(errors, ErrorStage::Map, &message, at);
+                }
+            });
+        }
     }
 
     /// Forgets per-mapping stats of mappings no longer attached (a removed Mapping's counters
     /// go with it).
     pub fn retain_mappings(&self, names: &[&str]) {
-        self.update(|s| s.mappings.retain(|name, _| names.contains(&name.as_str())));
+        let attached = |name: &String| names.contains(&name.as_str());
+        for shard in self.shards.iter() {
+            let mut inner = shard.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.mappings.retain(|name, _| attached(name));
+            shard.version.fetch_add(1, Ordering::Relaxed);
+        }
+        self.update_shared(|s| s.mapping_errors.retain(|name, _| attached(name)));
     }
 
     /// A copy for a status writer or the `/status` endpoint. `mappings` are the source's
@@ -311,9 +362,41 @@ impl SourceStatus {
         name: &str,
         mappings: &[CompiledMapping],
     ) -> SourceSnapshot {
+        // Read before the parts, so a change made meanwhile shows as a newer version later.
         let version = self.version();
-        let s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let observed_fields = s
+        let mut counters = Counters::default();
+        let mut last_event_at = None;
+        let mut recent_events = Vec::new();
+        let mut counts: BTreeMap<&str, MappingCounts> = mappings
+            .iter()
+            .map(|m| (m.name(), MappingCounts::default()))
+            .collect();
+        for shard in self.shards.iter() {
+            let s = shard.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let c = &s.counters;
+            counters.received += c.received;
+            counters.delivered += c.delivered;
+            counters.ignored += c.ignored;
+            counters.duplicates += c.duplicates;
+            counters.rejected += c.rejected;
+            counters.failed += c.failed;
+            last_event_at = last_event_at.max(s.last_event_at);
+            // Newest first within the shard; the stable sort below keeps that order among
+            // entries of the same time.
+            recent_events.extend(s.recent_events.iter().rev().map(|r| (r.at, r.to_api())));
+            for (name, shard_counts) in &s.mappings {
+                if let Some(total) = counts.get_mut(name.as_str()) {
+                    total.matched += shard_counts.matched;
+                    total.failed += shard_counts.failed;
+                    total.last_matched_at = total.last_matched_at.max(shard_counts.last_matched_at);
+                }
+            }
+        }
+        recent_events.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        recent_events.truncate(MAX_RECENT);
+
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let observed_fields = shared
             .shape
             .fields()
             .into_iter()
@@ -323,17 +406,21 @@ impl SourceStatus {
                 seen: i64::try_from(f.seen).unwrap_or(i64::MAX),
             })
             .collect();
-        let unmapped_fields = s.shape.unmapped(mappings);
+        let unmapped_fields = shared.shape.unmapped(mappings);
         let mappings = mappings
             .iter()
             .map(|m| {
-                let stats = s.mappings.get(m.name()).cloned().unwrap_or_default();
+                let c = counts.get(m.name()).cloned().unwrap_or_default();
                 MappingSnapshot {
                     name: m.name().to_owned(),
-                    matched: stats.matched,
-                    failed: stats.failed,
-                    last_matched_at: stats.last_matched_at.map(Time),
-                    recent_errors: stats.recent_errors,
+                    matched: c.matched,
+                    failed: c.failed,
+                    last_matched_at: c.last_matched_at.map(Time),
+                    recent_errors: shared
+                        .mapping_errors
+                        .get(m.name())
+                        .cloned()
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -341,10 +428,10 @@ impl SourceStatus {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             version,
-            counters: s.counters.clone(),
-            last_event_at: s.last_event_at.map(Time),
-            recent_events: s.recent_events.iter().rev().map(Recent::to_api).collect(),
-            recent_errors: s.recent_errors.clone(),
+            counters,
+            last_event_at: last_event_at.map(Time),
+            recent_events: recent_events.into_iter().map(|(_, e)| e).collect(),
+            recent_errors: shared.recent_errors.clone(),
             observed_fields,
             unmapped_fields,
             mappings,
@@ -352,11 +439,33 @@ impl SourceStatus {
     }
 }
 
-fn push_event(events: &mut VecDeque<Recent>, event: Recent) {
-    if events.len() == MAX_RECENT {
-        events.pop_front();
+/// The counts of mapping `name`, created at zero. Looked up before inserting: `entry` would
+/// allocate the name on every request.
+fn counts<'m>(
+    mappings: &'m mut BTreeMap<String, MappingCounts>,
+    name: &str,
+) -> &'m mut MappingCounts {
+    if !mappings.contains_key(name) {
+        mappings.insert(name.to_owned(), MappingCounts::default());
     }
-    events.push_back(event);
+    mappings.get_mut(name).expect("inserted above")
+}
+
+/// Appends to the list, reusing the entry it evicts when full (`fill` sets every field).
+fn push_event(events: &mut VecDeque<Recent>, fill: impl FnOnce(&mut Recent)) {
+    let mut recent = if events.len() >= MAX_RECENT {
+        events.pop_front().unwrap_or_default()
+    } else {
+        Recent::default()
+    };
+    fill(&mut recent);
+    events.push_back(recent);
+}
+
+/// Replaces `to`'s text, in its own buffer.
+fn set(to: &mut String, text: &str) {
+    to.clear();
+    to.push_str(text);
 }
 
 /// Same stage and message: bump count and time. Otherwise add, evicting the least recent.
@@ -386,21 +495,27 @@ fn push_error(errors: &mut Vec<RecentError>, stage: ErrorStage, message: &str, a
     );
 }
 
-/// The identity shown in status: the email if any, else the external id, else the visitor id,
-/// masked so that a person can recognise it without it being disclosed.
-pub fn masked_identity(event: &MappedEvent) -> Option<String> {
+/// The identity shown in status: the email if any, else the external id, else the visitor id
+/// (masked by [`mask_into`]).
+fn shown_identity(event: &MappedEvent) -> Option<&str> {
     event
         .email
         .as_deref()
-        .map(mask)
-        .or_else(|| event.external_id.as_deref().map(mask))
-        .or_else(|| event.visitor_id.as_deref().map(mask))
+        .or(event.external_id.as_deref())
+        .or(event.visitor_id.as_deref())
 }
 
-/// `jane@example.com` → `j***@e***.com`; `cus_9Xk2` → `c***`; hashes `3f2a…` → `3***`.
+/// `jane@example.com` → `j***@e***.com`; `cus_9Xk2` → `c***`; hashes `3f2a…` → `3***`: a
+/// person can recognise it without it being disclosed.
 pub fn mask(value: &str) -> String {
-    // Built in one string: this runs for every delivered event.
     let mut masked = String::with_capacity(16);
+    mask_into(&mut masked, value);
+    masked
+}
+
+/// [`mask`] into `masked`'s own buffer (a reused recent event's), replacing its text.
+fn mask_into(masked: &mut String, value: &str) {
+    masked.clear();
     let push_first = |part: &str, masked: &mut String| {
         masked.extend(part.chars().next());
         masked.push_str("***");
@@ -410,14 +525,13 @@ pub fn mask(value: &str) -> String {
             Some(dot) => (&domain[..dot], &domain[dot..]),
             None => (domain, ""),
         };
-        push_first(local, &mut masked);
+        push_first(local, masked);
         masked.push('@');
-        push_first(host, &mut masked);
+        push_first(host, masked);
         masked.push_str(tld);
     } else {
-        push_first(value, &mut masked);
+        push_first(value, masked);
     }
-    masked
 }
 
 #[cfg(test)]
@@ -516,6 +630,54 @@ mod tests {
         assert_eq!(first.event_name.as_deref(), Some("Purchase"));
         assert_eq!(first.identity.as_deref(), Some("a***@e***.com"));
         assert_eq!(first.time, Time(t));
+    }
+
+    #[test]
+    fn threads_record_in_their_own_shards_and_the_snapshot_adds_them_up() {
+        let status = std::sync::Arc::new(SourceStatus::default());
+        let at = |second: i64| Timestamp::from_second(1_700_000_000 + second).expect("valid time");
+        let before = status.version();
+        // Thread t records requests at seconds t, t + 4, t + 8, ...: every thread's newest
+        // entries are interleaved in time with the others'.
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let status = status.clone();
+                std::thread::spawn(move || {
+                    for i in 0..6 {
+                        let second = t + 4 * i;
+                        status.received(at(second));
+                        status.request(&format!("r{second}"), "ignored", at(second));
+                        status.mapping_results(["m"], [], at(second));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("recording thread");
+        }
+        assert!(status.version() > before);
+        let spec = serde_json::from_value(serde_json::json!({
+            "sourceRef": {"name": "s"},
+            "event": {"name": "E", "visitorId": "{{v}}"}
+        }))
+        .expect("mapping spec");
+        let mapping = CompiledMapping::compile("m", &spec).expect("compiles");
+        let snap = status.snapshot("ns", "s", std::slice::from_ref(&mapping));
+        assert_eq!(snap.counters.received, 24);
+        assert_eq!(snap.last_event_at, Some(Time(at(23))));
+        let shown: Vec<&str> = snap
+            .recent_events
+            .iter()
+            .map(|e| e.request_id.as_str())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "r23", "r22", "r21", "r20", "r19", "r18", "r17", "r16", "r15", "r14"
+            ]
+        );
+        assert_eq!(snap.mappings[0].matched, 24);
+        assert_eq!(snap.mappings[0].last_matched_at, Some(Time(at(23))));
     }
 
     #[test]
