@@ -1,6 +1,7 @@
 //! Where a webhook request is answered: `POST /h/<token>` and the acknowledgement contract of
 //! DESIGN §5, plus the HTTP/1 accept loop shared with the admin port.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -91,29 +92,51 @@ pub struct Ingest {
 }
 
 /// Request ids: a random per-process prefix and a counter. Unique enough to find a request
-/// in status and logs, and costs no syscall per request.
+/// in status and logs, and costs no syscall per request. Each thread takes the counter's
+/// values a block at a time, so requests do not all write one shared atomic.
 struct RequestIds {
     prefix: u32,
+    /// Tells the ids of one `Ingest` from another's in a thread's block.
+    owner: u64,
     next: AtomicU64,
 }
 
+/// Ids a thread takes from the shared counter at a time.
+const ID_BLOCK: u64 = 256;
+
 impl RequestIds {
     fn new() -> Self {
+        static OWNERS: AtomicU64 = AtomicU64::new(1);
         let mut bytes = [0u8; 4];
         // A fixed prefix only makes ids of two processes collide; not worth failing over.
         let _ = getrandom::fill(&mut bytes);
         Self {
             prefix: u32::from_be_bytes(bytes),
+            owner: OWNERS.fetch_add(1, Ordering::Relaxed),
             next: AtomicU64::new(1),
         }
     }
 
     fn next(&self) -> String {
+        thread_local! {
+            /// `(owner, next, end)` of this thread's block.
+            static BLOCK: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+        }
+        let n = BLOCK.with(|block| {
+            let (mut owner, mut next, mut end) = block.get();
+            if owner != self.owner || next == end {
+                owner = self.owner;
+                next = self.next.fetch_add(ID_BLOCK, Ordering::Relaxed);
+                end = next.wrapping_add(ID_BLOCK);
+            }
+            block.set((owner, next.wrapping_add(1), end));
+            next
+        });
         // `format!` through `fmt` cost more than the rest of the id's path together.
         let mut id = String::with_capacity(8 + 1 + 16);
         push_hex(&mut id, u64::from(self.prefix), 8);
         id.push('-');
-        push_hex(&mut id, self.next.fetch_add(1, Ordering::Relaxed), 1);
+        push_hex(&mut id, n, 1);
         id
     }
 }
@@ -215,7 +238,7 @@ impl Ingest {
         let now = Timestamp::now();
         // The request holds the snapshot it was routed by (an `Arc`), so the route itself is
         // borrowed, not counted once more on a reference count that both workers write.
-        let snapshot = self.table.snapshot();
+        let snapshot = self.table.local_snapshot();
         let Some(route) = snapshot.lookup(&hash, now.as_second()) else {
             metrics.not_found();
             return not_found();
@@ -815,18 +838,45 @@ mod tests {
     fn request_ids_are_prefix_dash_counter_in_hex() {
         let ids = RequestIds {
             prefix: 0x00ab_cdef,
+            owner: u64::MAX,
             next: AtomicU64::new(0x1f),
         };
         assert_eq!(ids.next(), "00abcdef-1f");
         assert_eq!(ids.next(), "00abcdef-20");
         let ids = RequestIds {
             prefix: u32::MAX,
+            owner: u64::MAX - 1,
             next: AtomicU64::new(u64::MAX),
         };
         assert_eq!(ids.next(), format!("ffffffff-{:x}", u64::MAX));
+        assert_eq!(ids.next(), "ffffffff-0");
         let mut zero = String::new();
         push_hex(&mut zero, 0, 1);
         assert_eq!(zero, "0");
+    }
+
+    #[test]
+    fn request_ids_are_unique_across_threads_and_ingests() {
+        let (a, b) = (Arc::new(RequestIds::new()), Arc::new(RequestIds::new()));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (a, b) = (a.clone(), b.clone());
+                std::thread::spawn(move || {
+                    // Alternating between two ingests, and past the end of a block.
+                    (0..ID_BLOCK * 2)
+                        .map(|_| (a.next(), b.next()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let (of_a, of_b): (Vec<String>, Vec<String>) = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("id thread"))
+            .unzip();
+        for ids in [of_a, of_b] {
+            let unique: std::collections::HashSet<&String> = ids.iter().collect();
+            assert_eq!(unique.len(), 4 * 2 * ID_BLOCK as usize);
+        }
     }
 
     fn events(ids: &[&str]) -> Vec<MappedEvent> {
