@@ -1,7 +1,7 @@
 //! Where a webhook request is answered: `POST /h/<token>` and the acknowledgement contract of
 //! DESIGN §5, plus the HTTP/1 accept loop shared with the admin port.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -132,8 +132,10 @@ impl RequestIds {
             block.set((owner, next.wrapping_add(1), end));
             next
         });
-        // `format!` through `fmt` cost more than the rest of the id's path together.
-        let mut id = String::with_capacity(8 + 1 + 16);
+        // `format!` through `fmt` cost more than the rest of the id's path together. Exactly
+        // sized, so that the response header made of it takes the buffer as it is (`Bytes`
+        // allocates a header of its own for a buffer with spare capacity).
+        let mut id = String::with_capacity(8 + 1 + hex_digits(n, 1) as usize);
         push_hex(&mut id, u64::from(self.prefix), 8);
         id.push('-');
         push_hex(&mut id, n, 1);
@@ -141,10 +143,13 @@ impl RequestIds {
     }
 }
 
+fn hex_digits(value: u64, width: u32) -> u32 {
+    (64 - value.leading_zeros()).div_ceil(4).max(width)
+}
+
 /// `value` in lower-case hex, at least `width` digits.
 fn push_hex(out: &mut String, value: u64, width: u32) {
-    let digits = (64 - value.leading_zeros()).div_ceil(4).max(width);
-    for shift in (0..digits).rev() {
+    for shift in (0..hex_digits(value, width)).rev() {
         let nibble = (value >> (shift * 4)) & 0xf;
         out.push(char::from(b"0123456789abcdef"[nibble as usize]));
     }
@@ -411,7 +416,7 @@ impl Ingest {
         };
         let verdict = mapped.verdict();
         status.mapping_results(
-            mapped.matched.iter().map(|m| &**m),
+            mapped.matched.iter().map(|&m| route.mappings[m].name()),
             mapped.errors.iter().map(|e| (&*e.mapping, e.to_string())),
             now,
         );
@@ -670,11 +675,21 @@ impl<'a> Answer<'a> {
 }
 
 fn answer(body: &Answer<'_>) -> Resp {
-    // Sized for one event id and a request id, so the usual answer is one allocation rather
-    // than a doubling from empty.
-    let mut bytes = Vec::with_capacity(128 + 40 * body.event_ids.len());
-    body.write(&mut bytes);
-    with_json_type(StatusCode::OK, Bytes::from(bytes))
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    // Written in a buffer the thread keeps, then copied into one of the exact size: `Bytes`
+    // takes that as it is, where a buffer with spare capacity costs it a second allocation.
+    let bytes = SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        scratch.clear();
+        body.write(&mut scratch);
+        let bytes = Bytes::copy_from_slice(&scratch);
+        // A large batch's answer does not stay with the thread.
+        scratch.shrink_to(64 * 1024);
+        bytes
+    });
+    with_json_type(StatusCode::OK, bytes)
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Resp {

@@ -54,8 +54,10 @@ pub struct MapOutcome {
     /// Events to deliver, in mapping order then element order.
     pub events: Vec<MappedEvent>,
     pub errors: Vec<MappingError>,
-    /// Names of the mappings whose conditions held (for their `matched` counters).
-    pub matched: Vec<Arc<str>>,
+    /// The mappings whose conditions held (for their `matched` counters), as indexes into
+    /// those given to [`map_request`]: a name would be a reference count that every request
+    /// to the mapping writes.
+    pub matched: Vec<usize>,
 }
 
 impl MapOutcome {
@@ -122,14 +124,20 @@ impl CompiledMapping {
         with_values(self.lookups.len(), fill, |values| {
             let scope = scope.with_values(values);
             if self.conditions.iter().all(|c| c.holds(&scope)) {
-                self.emit_all(&scope, request, outcome);
+                self.emit_all(index, &scope, request, outcome);
             }
         });
     }
 
-    fn emit_all(&self, scope: &Scope<'_>, request: &Request<'_>, outcome: &mut MapOutcome) {
+    fn emit_all(
+        &self,
+        index: usize,
+        scope: &Scope<'_>,
+        request: &Request<'_>,
+        outcome: &mut MapOutcome,
+    ) {
         let Some(for_each) = &self.for_each else {
-            outcome.matched.push(self.name.clone());
+            outcome.matched.push(index);
             self.emit(scope, None, request, outcome);
             return;
         };
@@ -144,11 +152,11 @@ impl CompiledMapping {
                     }
                 }
                 if matched {
-                    outcome.matched.push(self.name.clone());
+                    outcome.matched.push(index);
                 }
             }
             other => {
-                outcome.matched.push(self.name.clone());
+                outcome.matched.push(index);
                 outcome.errors.push(MappingError {
                     mapping: self.name.clone(),
                     item: None,

@@ -471,13 +471,15 @@ event: {name: "stripe.{{type}}", externalId: "{{data.object.customer}}"}
         "refunds",
         "when: [{path: \"{{type}}\", equals: charge.refunded}]\nevent: {name: R, externalId: x}",
     );
-    let outcome = run(
-        &[purchase, unrelated, audit],
-        &fixture("stripe_invoice_paid.json"),
-    );
+    let mappings = [purchase, unrelated, audit];
+    let outcome = run(&mappings, &fixture("stripe_invoice_paid.json"));
     let names: Vec<&str> = outcome.events.iter().map(|e| &*e.name).collect();
     assert_eq!(names, ["Purchase", "stripe.invoice.paid"]);
-    let matched: Vec<&str> = outcome.matched.iter().map(|m| &**m).collect();
+    let matched: Vec<&str> = outcome
+        .matched
+        .iter()
+        .map(|&m| mappings[m].name())
+        .collect();
     assert_eq!(matched, ["purchase", "audit"]);
     assert_eq!(&*outcome.events[1].mapping, "audit");
 }
