@@ -400,11 +400,7 @@ fn fill_child(
     values: &mut [Option<Value>],
 ) -> Result<usize, Invalid> {
     match node.slot() {
-        Some(slot) => {
-            let (value, end) = kept(bytes, at, depth)?;
-            values[slot as usize] = Some(value);
-            Ok(end)
-        }
+        Some(slot) => kept_into(bytes, at, depth, &mut values[slot as usize]),
         None => fill(bytes, at, node, depth, values),
     }
 }
@@ -581,11 +577,26 @@ fn array(
 }
 
 /// The whole value at `at`, built as serde_json builds it; `depth` containers enclose it.
-/// Scalars inline, containers in [`kept_container`].
 #[inline(always)]
-fn kept(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, usize), Invalid> {
+fn kept(bytes: &[u8], at: usize, depth: usize) -> Result<(Value, usize), Invalid> {
+    let mut value = None;
+    let end = kept_into(bytes, at, depth, &mut value)?;
+    Ok((value.unwrap_or(Value::Null), end))
+}
+
+/// [`kept`] into `slot`, the cursor after it returned. Built where it is kept: returned through
+/// a `Result` and then moved into its slot, the value was written and read back in pieces of
+/// different widths, which stalled the CPU on every kept value. Scalars inline, containers in
+/// [`kept_container`].
+#[inline(always)]
+fn kept_into(
+    bytes: &[u8],
+    mut at: usize,
+    depth: usize,
+    slot: &mut Option<Value>,
+) -> Result<usize, Invalid> {
     let start = at;
-    let value = match bytes.get(at) {
+    *slot = Some(match bytes.get(at) {
         Some(b'"') => {
             at += 1;
             let text = string(bytes, &mut at)?;
@@ -598,9 +609,13 @@ fn kept(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, usize), Inv
         Some(b't') => literal(bytes, &mut at, b"true").map(|()| Value::Bool(true))?,
         Some(b'f') => literal(bytes, &mut at, b"false").map(|()| Value::Bool(false))?,
         Some(b'n') => literal(bytes, &mut at, b"null").map(|()| Value::Null)?,
-        _ => return kept_container(bytes, at, depth),
-    };
-    Ok((value, at))
+        _ => {
+            let (value, end) = kept_container(bytes, at, depth)?;
+            *slot = Some(value);
+            return Ok(end);
+        }
+    });
+    Ok(at)
 }
 
 /// [`kept`] for objects and arrays.
@@ -661,7 +676,9 @@ fn kept_container(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, u
 }
 
 /// The string from `start` (after its opening quote) to `end` (after its closing one),
-/// scanned as `text`, decoded.
+/// scanned as `text`, decoded. Inlined, so that the string is built where it is kept rather
+/// than returned through memory and read back in pieces of another width (a stall per value).
+#[inline(always)]
 fn decode(bytes: &[u8], start: usize, end: usize, text: Text) -> Result<String, Invalid> {
     let raw = &bytes[start..end - 1];
     match text {
@@ -670,8 +687,14 @@ fn decode(bytes: &[u8], start: usize, end: usize, text: Text) -> Result<String, 
         Text::Raw => std::str::from_utf8(raw)
             .map(str::to_owned)
             .map_err(|_| Invalid),
-        Text::Escaped => serde_json::from_slice(&bytes[start - 1..end]).map_err(|_| Invalid),
+        Text::Escaped => unescape(&bytes[start - 1..end]),
     }
+}
+
+/// A string with escapes, quotes included: serde_json decodes it.
+#[inline(never)]
+fn unescape(quoted: &[u8]) -> Result<String, Invalid> {
+    serde_json::from_slice(quoted).map_err(|_| Invalid)
 }
 
 /// A kept number from its bytes (already checked by [`number`]). Integers that surely fit 64
