@@ -269,6 +269,23 @@ mod tests {
     }
 
     #[test]
+    fn request_durations_are_an_openmetrics_histogram_up_to_inf() {
+        let metrics = Metrics::new();
+        metrics.observe_duration(0.00015);
+        metrics.observe_duration(60.0);
+        let text = metrics.encode();
+        for line in [
+            "hookgate_ingest_request_duration_seconds_count 2",
+            "hookgate_ingest_request_duration_seconds_bucket{le=\"0.0001\"} 0",
+            "hookgate_ingest_request_duration_seconds_bucket{le=\"0.0002\"} 1",
+            "hookgate_ingest_request_duration_seconds_bucket{le=\"3.2768\"} 1",
+            "hookgate_ingest_request_duration_seconds_bucket{le=\"+Inf\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
     fn a_source_lists_delivered_at_zero_and_other_outcomes_once_they_happen() {
         let metrics = Metrics::new();
         let shop = metrics.source("ns", "shop");

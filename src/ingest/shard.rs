@@ -152,7 +152,7 @@ impl Histogram {
         let mut buckets: Vec<(f64, u64)> = bounds
             .iter()
             .copied()
-            .chain([f64::MAX])
+            .chain([f64::INFINITY])
             .map(|bound| (bound, 0))
             .collect();
         let (mut sum, mut count) = (0.0, 0);
@@ -225,6 +225,6 @@ mod tests {
         let (sum, count, buckets) = histogram.totals();
         assert_eq!(count, 4);
         assert!((sum - 20.65).abs() < 1e-9, "sum {sum}");
-        assert_eq!(buckets, [(0.1, 2), (1.0, 1), (10.0, 0), (f64::MAX, 1)]);
+        assert_eq!(buckets, [(0.1, 2), (1.0, 1), (10.0, 0), (f64::INFINITY, 1)]);
     }
 }
