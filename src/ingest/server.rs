@@ -415,15 +415,20 @@ impl Ingest {
             mapping::map_request(&route.mappings, &request)
         };
         let verdict = mapped.verdict();
+        // Formatted once, for the mapping's status, the source's and the answer.
+        let error_messages: Vec<String> = mapped.errors.iter().map(ToString::to_string).collect();
         status.mapping_results(
             mapped.matched.iter().map(|&m| route.mappings[m].name()),
-            mapped.errors.iter().map(|e| (&*e.mapping, e.to_string())),
+            mapped
+                .errors
+                .iter()
+                .zip(&error_messages)
+                .map(|(e, message)| (&*e.mapping, message.as_str())),
             now,
         );
-        for e in &mapped.errors {
-            status.error(ErrorStage::Map, &e.to_string(), now);
+        for message in &error_messages {
+            status.error(ErrorStage::Map, message, now);
         }
-        let error_messages: Vec<String> = mapped.errors.iter().map(ToString::to_string).collect();
 
         match verdict {
             Verdict::Ignored => {
@@ -581,7 +586,8 @@ impl Ingest {
             errors: &mapping_errors,
         };
         let response = answer(&body);
-        // The events go to the recent list, which keeps their ids without copying them.
+        // The events go to the recent list, whose reused entries take a copy of their ids and
+        // their names' shared handles.
         status.events(
             request_id,
             fresh

@@ -317,10 +317,10 @@ impl SourceStatus {
     pub fn mapping_results<'a>(
         &self,
         matched: impl IntoIterator<Item = &'a str>,
-        failed: impl IntoIterator<Item = (&'a str, String)>,
+        failed: impl IntoIterator<Item = (&'a str, &'a str)>,
         at: Timestamp,
     ) {
-        let failed: Vec<(&str, String)> = self.update(|s| {
+        let failed: Vec<(&str, &str)> = self.update(|s| {
             for name in matched {
                 let m = counts(&mut s.mappings, name);
                 m.matched += 1;
@@ -335,7 +335,7 @@ impl SourceStatus {
             self.update_shared(|s| {
                 for (name, message) in failed {
                     let errors = s.mapping_errors.entry(name.to_owned()).or_default();
-                    push_error(errors, ErrorStage::Map, &message, at);
+                    push_error(errors, ErrorStage::Map, message, at);
                 }
             });
         }
@@ -506,14 +506,8 @@ fn shown_identity(event: &MappedEvent) -> Option<&str> {
 }
 
 /// `jane@example.com` → `j***@e***.com`; `cus_9Xk2` → `c***`; hashes `3f2a…` → `3***`: a
-/// person can recognise it without it being disclosed.
-pub fn mask(value: &str) -> String {
-    let mut masked = String::with_capacity(16);
-    mask_into(&mut masked, value);
-    masked
-}
-
-/// [`mask`] into `masked`'s own buffer (a reused recent event's), replacing its text.
+/// person can recognise it without it being disclosed. Written into `masked`'s own buffer (a
+/// reused recent event's), replacing its text.
 fn mask_into(masked: &mut String, value: &str) {
     masked.clear();
     let push_first = |part: &str, masked: &mut String| {
@@ -537,6 +531,12 @@ fn mask_into(masked: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mask(value: &str) -> String {
+        let mut masked = String::new();
+        mask_into(&mut masked, value);
+        masked
+    }
 
     #[test]
     fn masks_emails_and_ids() {
