@@ -614,12 +614,12 @@ fn reserved_ids(events: &[MappedEvent]) -> Vec<&str> {
 /// ([`mapping::Projection`]). A body that fails the whole parse only in fields no mapping reads
 /// (a number beyond `f64`, say) is still answered from the projection, so sampling never
 /// changes an answer.
-fn parse_body(
+fn parse_body<'b>(
     route: &LiveRoute,
     content_type: Option<&str>,
-    raw: &[u8],
+    raw: &'b [u8],
     now: Timestamp,
-) -> Result<ProjectedBody, mapping::BodyError> {
+) -> Result<ProjectedBody<'b>, mapping::BodyError> {
     let status = &route.state.status;
     match mapping::detect_format(content_type, raw)? {
         BodyFormat::Form => {

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::compile::CompiledMapping;
 use super::event::{MappedEvent, Properties, PropertiesWriter};
+use super::projection::Kept;
 use super::request::{Request, Scope};
-use super::template::{Template, Val};
+use super::template::{Found, Template, Val};
 use super::time::to_timestamp;
 
 /// A mapping matched but could not produce an event. The message names fields and templates,
@@ -79,15 +80,15 @@ const INLINE_VALUES: usize = 16;
 /// a sensible size.
 fn with_values<'v, R>(
     len: usize,
-    fill: impl FnOnce(&mut [Option<&'v Value>]),
-    f: impl FnOnce(&[Option<&'v Value>]) -> R,
+    fill: impl FnOnce(&mut [Found<'v>]),
+    f: impl FnOnce(&[Found<'v>]) -> R,
 ) -> R {
-    let mut inline = [None; INLINE_VALUES];
+    let mut inline = [Found::Missing; INLINE_VALUES];
     let mut spilled = Vec::new();
     let values = match inline.get_mut(..len) {
         Some(values) => values,
         None => {
-            spilled.resize(len, None);
+            spilled.resize(len, Found::Missing);
             &mut spilled[..]
         }
     };
@@ -110,7 +111,7 @@ impl CompiledMapping {
     /// projection was made of.
     fn apply<'r>(&self, index: usize, request: &'r Request<'_>, outcome: &mut MapOutcome) {
         let scope = request.scope();
-        let fill = |values: &mut [Option<&'r Value>]| match request.projected {
+        let fill = |values: &mut [Found<'r>]| match request.projected {
             // Each value is where the projection put it: a copy of a reference, no search.
             Some((projection, body_values)) => {
                 let wires = projection.wiring(index).unwrap_or_default();
@@ -225,8 +226,9 @@ impl CompiledMapping {
         };
 
         let from = match e.properties_from.as_ref().map(|t| (t, t.evaluate(scope))) {
-            None | Some((_, Val::Missing)) => None,
-            Some((_, Val::Json(Value::Object(object)))) => Some(object),
+            None | Some((_, Val::Missing)) => FromMembers::Nothing,
+            Some((_, Val::Json(Value::Object(object)))) => FromMembers::Map(object.iter()),
+            Some((_, Val::Members(members))) => FromMembers::Members(members.iter()),
             Some((template, other)) => {
                 return Err(format!(
                     "event.properties.from ({template}) is {}, not an object",
@@ -275,33 +277,69 @@ impl CompiledMapping {
     }
 }
 
+/// The members of `properties.from`, in key order, whether the object is in a tree or was
+/// borrowed by the projection.
+enum FromMembers<'a> {
+    Nothing,
+    Map(serde_json::map::Iter<'a>),
+    Members(std::slice::Iter<'a, (&'a str, Kept<'a>)>),
+}
+
+impl<'a> Iterator for FromMembers<'a> {
+    type Item = (&'a str, Found<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            FromMembers::Nothing => None,
+            FromMembers::Map(map) => map
+                .next()
+                .map(|(key, value)| (key.as_str(), Found::Json(value))),
+            FromMembers::Members(members) => {
+                members.next().map(|(key, value)| (*key, value.found()))
+            }
+        }
+    }
+}
+
+/// Writes a member of `properties.from`.
+fn write_member(out: &mut PropertiesWriter, key: &str, value: Found<'_>) {
+    match value {
+        Found::Json(value) => out.json(key, value),
+        Found::Text(text) => out.text(key, text),
+        Found::Members(members) => out.members(key, members),
+        // Not a member's value: members are there.
+        Found::Missing => {}
+    }
+}
+
 /// `from`'s members and the fields, merged in key order; a field replaces a member of the same
 /// name unless it is missing. Fields are left out rather than sent as null, so a property that
 /// is present always has a value and `privacy.hash` never has to hash an absence.
 fn write_properties(
-    from: Option<&Map<String, Value>>,
+    from: FromMembers<'_>,
     fields: &[(String, Template)],
     scope: &Scope<'_>,
 ) -> Properties {
     let mut out = PropertiesWriter::new();
-    let mut members = from.into_iter().flatten().peekable();
+    let mut members = from.peekable();
     for (key, template) in fields {
-        while let Some((name, value)) = members.next_if(|(name, _)| name.as_str() < key.as_str()) {
-            out.json(name, value);
+        while let Some((name, value)) = members.next_if(|(name, _)| *name < key.as_str()) {
+            write_member(&mut out, name, value);
         }
         let replaced = members.next_if(|(name, _)| *name == key);
         match template.evaluate(scope) {
             Val::Missing => {
                 if let Some((name, value)) = replaced {
-                    out.json(name, value);
+                    write_member(&mut out, name, value);
                 }
             }
             Val::Json(value) => out.json(key, value),
             Val::Text(text) => out.text(key, &text),
+            Val::Members(members) => out.members(key, members),
         }
     }
     for (name, value) in members {
-        out.json(name, value);
+        write_member(&mut out, name, value);
     }
     out.finish()
 }

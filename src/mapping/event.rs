@@ -7,6 +7,8 @@ use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 use serde_json::{Map, Value};
 
+use super::projection::{Kept, Members};
+
 /// One event produced by a mapping, after identity checks and privacy rules.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MappedEvent {
@@ -111,6 +113,11 @@ impl PropertiesWriter {
     pub(crate) fn text(&mut self, key: &str, text: &str) {
         self.key(key);
         json_str(&mut self.out, text);
+    }
+
+    pub(crate) fn members(&mut self, key: &str, members: &Members<'_>) {
+        self.key(key);
+        json_members(&mut self.out, members);
     }
 
     fn key(&mut self, key: &str) {
@@ -325,6 +332,24 @@ fn json_object(out: &mut Vec<u8>, object: &Map<String, Value>) {
         json_str(out, key);
         out.push(b':');
         json_value(out, value);
+    }
+    out.push(b'}');
+}
+
+/// [`Kept::Members`] as compact JSON, as [`json_object`] writes the same object as a map.
+pub(crate) fn json_members(out: &mut Vec<u8>, members: &Members<'_>) {
+    out.push(b'{');
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, key);
+        out.push(b':');
+        match value {
+            Kept::Text(text) => json_str(out, text),
+            Kept::Members(inner) => json_members(out, inner),
+            Kept::Json(value) => json_value(out, value),
+        }
     }
     out.push(b'}');
 }

@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use super::template::Path;
+use super::template::{Found, Path};
 
 /// The body paths of one mapping's event, merged by common prefix. Each path has a slot: the
 /// index of its value in the slice [`Lookups::resolve`] fills.
@@ -102,15 +102,15 @@ impl Lookups {
 
     /// Sets each path's slot in `values` (at least [`Lookups::len`] long) to what
     /// [`Path::resolve`] would give; slots of missing paths are left as they are.
-    pub(crate) fn resolve<'v>(&self, body: &'v Value, values: &mut [Option<&'v Value>]) {
+    pub(crate) fn resolve<'v>(&self, body: &'v Value, values: &mut [Found<'v>]) {
         self.root.resolve(body, values);
     }
 }
 
 impl Node {
-    fn resolve<'v>(&self, value: &'v Value, values: &mut [Option<&'v Value>]) {
+    fn resolve<'v>(&self, value: &'v Value, values: &mut [Found<'v>]) {
         if let Some(slot) = self.slot {
-            values[slot] = Some(value);
+            values[slot] = Found::Json(value);
         }
         match value {
             Value::Object(map) if !self.children.is_empty() => {
@@ -136,7 +136,7 @@ impl Node {
     }
 
     /// Members and wanted keys both come in key order, so one pass over each finds them all.
-    fn walk<'v>(&self, map: &'v Map<String, Value>, values: &mut [Option<&'v Value>]) {
+    fn walk<'v>(&self, map: &'v Map<String, Value>, values: &mut [Found<'v>]) {
         let mut wanted = self.children.iter();
         let Some(mut child) = wanted.next() else {
             return;
@@ -184,10 +184,10 @@ mod tests {
             .collect();
         let mut lookups = Lookups::default();
         let slots: Vec<usize> = paths.iter().map(|p| lookups.slot(p)).collect();
-        let mut values = vec![None; lookups.len()];
+        let mut values = vec![Found::Missing; lookups.len()];
         lookups.resolve(body, &mut values);
         for (path, slot) in paths.iter().zip(slots) {
-            assert_eq!(values[slot], path.resolve(body), "{path}");
+            assert_eq!(values[slot], Found::from(path.resolve(body)), "{path}");
         }
     }
 

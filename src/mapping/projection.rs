@@ -23,7 +23,7 @@ use serde_json::{Map, Number, Value};
 
 use super::body::{BodyError, json_error, parse_json};
 use super::compile::CompiledMapping;
-use super::template::{Path, parse_index};
+use super::template::{Found, Path, parse_index};
 
 /// The body paths a set of mappings reads, as a tree.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -54,25 +54,69 @@ impl Wire {
         }
     }
 
-    pub(crate) fn resolve<'v>(&self, values: &'v [Option<Value>]) -> Option<&'v Value> {
-        let value = values.get(self.slot as usize)?.as_ref()?;
-        if self.below.is_root() {
-            Some(value)
-        } else {
-            self.below.resolve(value)
+    pub(crate) fn resolve<'v>(&self, values: &'v [Option<Kept<'_>>]) -> Found<'v> {
+        match values.get(self.slot as usize) {
+            Some(Some(Kept::Json(value))) if self.below.is_root() => Found::Json(value),
+            Some(Some(Kept::Json(value))) => Found::from(self.below.resolve(value)),
+            Some(Some(Kept::Text(text))) if self.below.is_root() => Found::Text(text),
+            Some(Some(Kept::Members(members))) => self.below.resolve_members(members),
+            // Nothing is below a string.
+            _ => Found::Missing,
         }
     }
 }
 
 /// A body as [`Projection::parse_values`] parses it.
 #[derive(Clone, Debug, PartialEq)]
-pub enum ProjectedBody {
+pub enum ProjectedBody<'b> {
     /// Parsed whole, or by serde_json where the scanner left it the decision: a tree like
     /// [`Projection::parse`]'s.
     Tree(Value),
     /// The value at each node read whole, by its slot (`None` where the body has none), and
     /// no tree: nothing is built for the objects on the way to them.
-    Values(Box<[Option<Value>]>),
+    Values(Box<[Option<Kept<'b>>]>),
+}
+
+/// The members of a [`Kept::Members`] object.
+pub type Members<'b> = [(&'b str, Kept<'b>)];
+
+/// A value [`Projection::parse_values`] read whole.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kept<'b> {
+    /// A string without escapes, borrowed from the body: most values a mapping reads (ids,
+    /// names, emails) are, and as `Value::String`s they were a copy and an allocation each.
+    Text(&'b str),
+    /// An object of strings, numbers, booleans and nulls, none of its keys escaped (a
+    /// `metadata` map, typically, read whole by `properties.from`): its members, sorted by key
+    /// and a later duplicate replacing the earlier one, as a `Map` keeps them. As a `Map` it
+    /// was an allocation per key, per string and per node, and a tree to build and take down.
+    Members(Box<Members<'b>>),
+    /// Anything else, built as serde_json builds it.
+    Json(Value),
+}
+
+impl<'b> Kept<'b> {
+    /// The value as a tree would hold it.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Kept::Text(text) => Value::String((*text).to_owned()),
+            Kept::Members(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), value.to_value()))
+                    .collect(),
+            ),
+            Kept::Json(value) => value.clone(),
+        }
+    }
+
+    pub(crate) fn found(&self) -> Found<'_> {
+        match self {
+            Kept::Text(text) => Found::Text(text),
+            Kept::Members(members) => Found::Members(members),
+            Kept::Json(value) => Found::Json(value),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -300,7 +344,7 @@ impl Projection {
     /// map, no key and no drop. The engine finds them through the wiring of
     /// [`Projection::of`] ([`super::Request::projected`]). Bodies the scanner leaves to
     /// serde_json, and projections that keep everything, come back as a tree.
-    pub fn parse_values(&self, body: &[u8]) -> Result<ProjectedBody, BodyError> {
+    pub fn parse_values<'b>(&self, body: &'b [u8]) -> Result<ProjectedBody<'b>, BodyError> {
         if self.root.whole || body.iter().all(u8::is_ascii_whitespace) {
             return parse_json(body).map(ProjectedBody::Tree);
         }
@@ -359,7 +403,11 @@ fn scan(root: &Node, body: &[u8]) -> Result<Value, Invalid> {
 }
 
 /// [`scan`] keeping the values read whole by slot ([`Projection::parse_values`]).
-fn fill_root(root: &Node, body: &[u8], values: &mut [Option<Value>]) -> Result<(), Invalid> {
+fn fill_root<'b>(
+    root: &Node,
+    body: &'b [u8],
+    values: &mut [Option<Kept<'b>>],
+) -> Result<(), Invalid> {
     let mut at = 0;
     whitespace(body, &mut at);
     let mut at = fill(body, at, root, 0, values)?;
@@ -375,12 +423,12 @@ fn fill_root(root: &Node, body: &[u8], values: &mut [Option<Value>]) -> Result<(
 /// tree, where a later duplicate key replaces the member before it, a value here first clears
 /// every slot below; one that is not a container leaves them empty (and is checked as
 /// [`value`] checks it, so both accept the same bodies).
-fn fill(
-    bytes: &[u8],
+fn fill<'b>(
+    bytes: &'b [u8],
     at: usize,
     node: &Node,
     depth: usize,
-    values: &mut [Option<Value>],
+    values: &mut [Option<Kept<'b>>],
 ) -> Result<usize, Invalid> {
     values[node.slots.0 as usize..node.slots.1 as usize].fill(None);
     match bytes.get(at) {
@@ -392,26 +440,26 @@ fn fill(
 
 /// The value of a member or element `node` reads: whole into its slot, or filled below.
 #[inline(always)]
-fn fill_child(
-    bytes: &[u8],
+fn fill_child<'b>(
+    bytes: &'b [u8],
     at: usize,
     node: &Node,
     depth: usize,
-    values: &mut [Option<Value>],
+    values: &mut [Option<Kept<'b>>],
 ) -> Result<usize, Invalid> {
     match node.slot() {
-        Some(slot) => kept_into(bytes, at, depth, &mut values[slot as usize]),
+        Some(slot) => kept_slot(bytes, at, depth, &mut values[slot as usize]),
         None => fill(bytes, at, node, depth, values),
     }
 }
 
 /// [`object`] by slot.
-fn fill_object(
-    bytes: &[u8],
+fn fill_object<'b>(
+    bytes: &'b [u8],
     mut at: usize,
     node: &Node,
     depth: usize,
-    values: &mut [Option<Value>],
+    values: &mut [Option<Kept<'b>>],
 ) -> Result<usize, Invalid> {
     if open(bytes, &mut at, b'{', depth)? {
         return Ok(at);
@@ -430,12 +478,12 @@ fn fill_object(
 }
 
 /// [`array`] by slot.
-fn fill_array(
-    bytes: &[u8],
+fn fill_array<'b>(
+    bytes: &'b [u8],
     mut at: usize,
     node: &Node,
     depth: usize,
-    values: &mut [Option<Value>],
+    values: &mut [Option<Kept<'b>>],
 ) -> Result<usize, Invalid> {
     if open(bytes, &mut at, b'[', depth)? {
         return Ok(at);
@@ -615,6 +663,105 @@ fn kept_into(
             return Ok(end);
         }
     });
+    Ok(at)
+}
+
+/// [`kept_into`] for a slot: strings without escapes, and objects of such strings and other
+/// scalars, are borrowed from `bytes` ([`Kept`]).
+#[inline(always)]
+fn kept_slot<'b>(
+    bytes: &'b [u8],
+    at: usize,
+    depth: usize,
+    slot: &mut Option<Kept<'b>>,
+) -> Result<usize, Invalid> {
+    if bytes.get(at) == Some(&b'{')
+        && let Some((members, end)) = kept_members(bytes, at, depth)?
+    {
+        *slot = Some(Kept::Members(members));
+        return Ok(end);
+    }
+    kept_scalar(bytes, at, depth, slot)
+}
+
+/// The members of the object at `at` as [`Kept::Members`] holds them, the cursor after it;
+/// `None` when a key has escapes or a value is an object or array (the caller then builds it
+/// as a `Value`). Checked as [`kept_container`] checks it, so both refuse the same bodies.
+#[inline(never)]
+fn kept_members<'b>(
+    bytes: &'b [u8],
+    mut at: usize,
+    depth: usize,
+) -> Result<Option<(Box<Members<'b>>, usize)>, Invalid> {
+    if depth >= MAX_DEPTH {
+        return Err(Invalid);
+    }
+    expect(bytes, &mut at, b'{')?;
+    let mut members = Vec::new();
+    if bytes.get(at) == Some(&b'}') {
+        return Ok(Some((members.into_boxed_slice(), at + 1)));
+    }
+    loop {
+        if bytes.get(at) != Some(&b'"') {
+            return Err(Invalid);
+        }
+        at += 1;
+        let start = at;
+        let key = match string(bytes, &mut at)? {
+            // SAFETY: the scanner saw every byte below 0x80, and ASCII is UTF-8.
+            Text::Ascii => unsafe { std::str::from_utf8_unchecked(&bytes[start..at - 1]) },
+            Text::Raw => std::str::from_utf8(&bytes[start..at - 1]).map_err(|_| Invalid)?,
+            Text::Escaped => return Ok(None),
+        };
+        colon(bytes, &mut at)?;
+        if matches!(bytes.get(at), Some(b'{' | b'[')) {
+            return Ok(None);
+        }
+        let mut value = None;
+        at = kept_scalar(bytes, at, depth + 1, &mut value)?;
+        members.push((key, value.unwrap_or(Kept::Json(Value::Null))));
+        if comma_or_close(bytes, &mut at, b'}')? {
+            break;
+        }
+    }
+    // Stable, so that of equal keys the last one sent is last, and kept.
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    members.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0;
+        if same {
+            std::mem::swap(later, earlier);
+        }
+        same
+    });
+    Ok(Some((members.into_boxed_slice(), at)))
+}
+
+/// [`kept_slot`] for anything but a borrowed object.
+#[inline(always)]
+fn kept_scalar<'b>(
+    bytes: &'b [u8],
+    mut at: usize,
+    depth: usize,
+    slot: &mut Option<Kept<'b>>,
+) -> Result<usize, Invalid> {
+    if bytes.get(at) != Some(&b'"') {
+        let mut value = None;
+        let end = kept_into(bytes, at, depth, &mut value)?;
+        *slot = value.map(Kept::Json);
+        return Ok(end);
+    }
+    let start = at + 1;
+    at = start;
+    let raw = match string(bytes, &mut at)? {
+        // SAFETY: the scanner saw every byte below 0x80, and ASCII is UTF-8.
+        Text::Ascii => unsafe { std::str::from_utf8_unchecked(&bytes[start..at - 1]) },
+        Text::Raw => std::str::from_utf8(&bytes[start..at - 1]).map_err(|_| Invalid)?,
+        Text::Escaped => {
+            *slot = Some(Kept::Json(Value::String(unescape(&bytes[start - 1..at])?)));
+            return Ok(at);
+        }
+    };
+    *slot = Some(Kept::Text(raw));
     Ok(at)
 }
 
@@ -1381,6 +1528,7 @@ mod tests {
 
     use super::*;
     use crate::api::mapping::MappingSpec;
+    use crate::mapping::template::parse_path;
     use crate::mapping::{Request, map_request};
 
     fn compile(yaml: &str) -> CompiledMapping {
@@ -1495,8 +1643,8 @@ event:
                 for (keys, slot) in projection.read_slots() {
                     let path = Path::from_keys(keys.iter().map(String::as_str));
                     assert_eq!(
-                        values[slot].as_ref(),
-                        path.resolve(&tree),
+                        values[slot].as_ref().map(Kept::to_value),
+                        path.resolve(&tree).cloned(),
                         "{path} in {}",
                         String::from_utf8_lossy(raw)
                     );
@@ -1537,6 +1685,18 @@ event:
             br#"{"other": 1e400, "id": "x"}"#,
             br#"{"id": "x""#,
             br#"{"data": {"object": [}}"#,
+            // An object of scalars read whole is borrowed: sorted, the last duplicate kept.
+            br#"{"data": {"object": {"metadata": {"b": "2", "a": 1, "b": "3", "n": null, "t": true}}}}"#,
+            r#"{"data": {"object": {"metadata": { "s" : "tab\tbed" , "u": "é", "f": -1.5e3 }}}}"#.as_bytes(),
+            br#"{"data": {"object": {"metadata": {}}}}"#,
+            br#"{"data": {"object": {"metadata": {"k\u0065y": "escaped key", "a": 1}}}}"#,
+            br#"{"data": {"object": {"metadata": {"a": 1, "nested": {"x": 1}}}}}"#,
+            br#"{"data": {"object": {"metadata": {"a": [1]}}}}"#,
+            b"{\"data\": {\"object\": {\"metadata\": {\"\xff\": 1}}}}",
+            br#"{"data": {"object": {"metadata": {"a" 1}}}}"#,
+            br#"{"data": {"object": {"metadata": {"a": 1,}}}}"#,
+            br#"{"data": {"object": {"metadata": {"a": 1e400}}}}"#,
+            br#"{"data": {"object": {"metadata": {"a": tru}}}}"#,
         ] {
             assert_values_match_the_tree(&stripe, raw);
         }
@@ -1551,6 +1711,49 @@ event:
         ] {
             assert_values_match_the_tree(&indexes, raw);
         }
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed_from_the_body_and_found_only_at_their_slot() {
+        let projection = Projection::default()
+            .with_keys(["a"])
+            .with_keys(["b"])
+            .with_keys(["c"])
+            .with_keys(["d"]);
+        let raw = r#"{"a": "plain", "b": "café", "c": "tab\tbed", "d": 7}"#.as_bytes();
+        let Ok(ProjectedBody::Values(values)) = projection.parse_values(raw) else {
+            panic!("not parsed by slot");
+        };
+        let by_key = |key: &str| {
+            let (_, slot) = projection
+                .read_slots()
+                .into_iter()
+                .find(|(keys, _)| keys == &[key])
+                .unwrap();
+            values[slot].clone()
+        };
+        assert_eq!(by_key("a"), Some(Kept::Text("plain")));
+        assert_eq!(by_key("b"), Some(Kept::Text("café")));
+        // Escapes are decoded, into a string of its own.
+        assert_eq!(by_key("c"), Some(Kept::Json(json!("tab\tbed"))));
+        assert_eq!(by_key("d"), Some(Kept::Json(json!(7))));
+        let Some(Kept::Text(text)) = by_key("a") else {
+            unreachable!()
+        };
+        assert!(raw.as_ptr_range().contains(&text.as_ptr()), "a copy");
+
+        // A path below a string finds nothing, as in a tree.
+        let below = Wire {
+            slot: 0,
+            below: parse_path("x").unwrap(),
+        };
+        let whole = Wire {
+            slot: 0,
+            below: Path::default(),
+        };
+        let slots = [Some(Kept::Text("plain"))];
+        assert_eq!(whole.resolve(&slots), Found::Text("plain"));
+        assert_eq!(below.resolve(&slots), Found::Missing);
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::projection::{ProjectedBody, Projection};
+use super::projection::{Kept, ProjectedBody, Projection};
+use super::template::Found;
 
 /// Header lookup. Implemented for `hyper::HeaderMap` (what the ingest has) and for slices of
 /// pairs (what tests and `hookgate send` have).
@@ -72,7 +73,7 @@ pub struct Request<'a> {
     pub(crate) body: &'a Value,
     /// A body parsed into values by slot, with the projection that knows where each
     /// mapping's paths are among them; `body` is then `null`.
-    pub(crate) projected: Option<(&'a Projection, &'a [Option<Value>])>,
+    pub(crate) projected: Option<(&'a Projection, &'a [Option<Kept<'a>>])>,
     pub(crate) headers: &'a dyn Headers,
     pub(crate) query: Query<'a>,
     pub(crate) received_at: Timestamp,
@@ -96,7 +97,7 @@ impl<'a> Request<'a> {
     /// same order: their paths are found by their place in that list.
     pub fn projected(
         projection: &'a Projection,
-        body: &'a ProjectedBody,
+        body: &'a ProjectedBody<'_>,
         received_at: Timestamp,
     ) -> Self {
         match body {
@@ -135,7 +136,7 @@ impl<'a> Request<'a> {
 pub(crate) struct Scope<'a> {
     pub(crate) body: &'a Value,
     /// Body values resolved ahead by a mapping's lookups, read by the slots of its templates.
-    pub(crate) values: &'a [Option<&'a Value>],
+    pub(crate) values: &'a [Found<'a>],
     pub(crate) item: Option<&'a Value>,
     headers: &'a dyn Headers,
     query: &'a Query<'a>,
@@ -143,7 +144,7 @@ pub(crate) struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     /// The scope for templates whose slots index `values`.
-    pub(crate) fn with_values(self, values: &'a [Option<&'a Value>]) -> Self {
+    pub(crate) fn with_values(self, values: &'a [Found<'a>]) -> Self {
         Self { values, ..self }
     }
 

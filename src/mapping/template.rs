@@ -20,7 +20,9 @@ use std::fmt::{self, Write as _};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::event::json_members;
 use super::lookup::Lookups;
+use super::projection::{Kept, Members};
 use super::request::{Request, Scope};
 
 /// A compiled template: either a static value, one variable (keeping its JSON type), or text
@@ -150,6 +152,18 @@ impl Path {
             };
         }
         Some(value)
+    }
+
+    /// [`Path::resolve`] in an object the projection borrowed, whose members hold no
+    /// objects or arrays.
+    pub(crate) fn resolve_members<'v>(&self, members: &'v Members<'v>) -> Found<'v> {
+        match &*self.segments {
+            [] => Found::Members(members),
+            [segment] => members
+                .binary_search_by(|(key, _)| (*key).cmp(&*segment.key))
+                .map_or(Found::Missing, |at| members[at].1.found()),
+            _ => Found::Missing,
+        }
     }
 
     /// The path without its first segment.
@@ -406,7 +420,7 @@ impl Expr {
     fn evaluate<'a>(&'a self, scope: &Scope<'a>) -> Val<'a> {
         let value = match &self.variable {
             Variable::Body(path) => match self.slot.and_then(|slot| scope.values.get(slot)) {
-                Some(value) => Val::from_json(*value),
+                Some(found) => Val::from_found(*found),
                 None => Val::from_json(path.resolve(scope.body)),
             },
             Variable::Item(path) => Val::from_json(scope.item.and_then(|item| path.resolve(item))),
@@ -473,6 +487,24 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     String::from_utf8(hex).expect("hex digits are ASCII")
 }
 
+/// A body value a mapping reads, resolved ahead into its slot ([`super::lookup::Lookups`]): in
+/// a parsed tree, or a string the projection borrowed from the raw body
+/// ([`super::projection::Kept`]). The engine treats both kinds of string alike, as [`Val`] does.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) enum Found<'v> {
+    #[default]
+    Missing,
+    Json(&'v Value),
+    Text(&'v str),
+    Members(&'v Members<'v>),
+}
+
+impl<'v> From<Option<&'v Value>> for Found<'v> {
+    fn from(value: Option<&'v Value>) -> Self {
+        value.map_or(Found::Missing, Found::Json)
+    }
+}
+
 /// The result of evaluating a template: borrowed from the body or template where possible.
 /// JSON `null` is treated as missing everywhere (defaults, conditions, identity).
 #[derive(Clone, Debug, PartialEq)]
@@ -480,6 +512,9 @@ pub(crate) enum Val<'a> {
     Missing,
     Json(&'a Value),
     Text(Cow<'a, str>),
+    /// An object the projection borrowed from the body ([`Kept::Members`]): everywhere the
+    /// same as that object as a `Value`.
+    Members(&'a Members<'a>),
 }
 
 impl<'a> Val<'a> {
@@ -487,6 +522,15 @@ impl<'a> Val<'a> {
         match value {
             None | Some(Value::Null) => Val::Missing,
             Some(value) => Val::Json(value),
+        }
+    }
+
+    fn from_found(found: Found<'a>) -> Self {
+        match found {
+            Found::Missing => Val::Missing,
+            Found::Json(value) => Self::from_json(Some(value)),
+            Found::Text(text) => Self::borrowed(text),
+            Found::Members(members) => Val::Members(members),
         }
     }
 
@@ -507,6 +551,7 @@ impl<'a> Val<'a> {
             Val::Json(Value::Object(o)) => o.is_empty(),
             Val::Json(_) => false,
             Val::Text(s) => s.is_empty(),
+            Val::Members(members) => members.is_empty(),
         }
     }
 
@@ -521,6 +566,12 @@ impl<'a> Val<'a> {
             Val::Json(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
             Val::Json(value) => Some(Cow::Owned(value.to_string())),
             Val::Text(s) => Some(Cow::Borrowed(s)),
+            Val::Members(members) => {
+                let mut out = Vec::new();
+                json_members(&mut out, members);
+                // JSON written from `str`s is UTF-8.
+                String::from_utf8(out).ok().map(Cow::Owned)
+            }
         }
     }
 
@@ -547,6 +598,7 @@ impl<'a> Val<'a> {
             Val::Missing => None,
             Val::Json(value) => Some(value.clone()),
             Val::Text(s) => Some(Value::String(s.into_owned())),
+            Val::Members(members) => Some(Kept::Members(members.into()).to_value()),
         }
     }
 
@@ -569,6 +621,7 @@ impl<'a> Val<'a> {
             Val::Missing => "missing",
             Val::Json(value) => json_type_name(value),
             Val::Text(_) => "string",
+            Val::Members(_) => "object",
         }
     }
 }

@@ -665,6 +665,95 @@ fn merged_properties_are_the_bytes_of_the_merged_map() {
     }
 }
 
+/// Maps the raw `body` as a tree (whole parse) and as the ingest does (by slot), and checks
+/// both map the same: for bodies a `Value` cannot write, with duplicate keys or spacing.
+fn run_raw(mappings: &[CompiledMapping], raw: &str) -> MapOutcome {
+    let tree = parse_body(Some("application/json"), raw.as_bytes()).unwrap();
+    let outcome = map_request(mappings, &Request::new(&tree, received()));
+    let projection = Projection::of(mappings);
+    let projected = projection.parse_values(raw.as_bytes()).unwrap();
+    assert!(matches!(projected, ProjectedBody::Values(_)), "{raw}");
+    let by_slot = map_request(
+        mappings,
+        &Request::projected(&projection, &projected, received()),
+    );
+    assert_eq!(
+        without_generated_ids(by_slot),
+        without_generated_ids(outcome.clone()),
+        "projected body maps differently: {raw}"
+    );
+    outcome
+}
+
+/// An object of scalars read whole is borrowed from the body by the projection
+/// ([`Kept::Members`]); everything a template does with it must be what it does with the map.
+#[test]
+fn a_borrowed_object_maps_as_the_same_object_in_a_tree() {
+    let mappings = [
+        compile(
+            "props",
+            r#"
+event:
+  name: X
+  externalId: "{{meta.b}}"
+  email: "{{meta | default: 'none'}}"
+  properties:
+    from: "{{meta}}"
+    fields: {a: "{{meta.a}}", whole: "{{meta}}", deep: "{{meta.b.c}}"}
+"#,
+        ),
+        compile(
+            "when",
+            r#"
+when:
+  - {path: "{{meta}}", equals: '{"a":1,"b":"y","n":null}'}
+event: {name: Y, externalId: "{{meta | sha256}}", timestamp: "{{meta}}"}
+"#,
+        ),
+        compile(
+            "each",
+            r#"
+forEach: "{{meta}}"
+event: {name: Z, externalId: x}
+"#,
+        ),
+    ];
+    for raw in [
+        // Duplicates: the later one wins, as in a map.
+        r#"{"meta": {"b": "x", "a": 1, "b": "y", "n": null}}"#,
+        r#"{ "meta" : { "t" : true , "b" : "café" , "b" : "é" } }"#,
+        r#"{"meta": {}}"#,
+        // Not borrowed: an escaped key, a nested object, an array.
+        r#"{"meta": {"b": "escaped", "a": 1}}"#,
+        r#"{"meta": {"a": {"x": 1}, "b": "y"}}"#,
+        r#"{"meta": {"b": "y", "l": [1]}}"#,
+        r#"{"meta": "a string"}"#,
+    ] {
+        run_raw(&mappings, raw);
+    }
+    let outcome = run_raw(
+        &mappings,
+        r#"{"meta": {"b": "x", "a": 1, "b": "y", "n": null}}"#,
+    );
+    let props = &outcome.events[0];
+    assert_eq!(props.external_id.as_deref(), Some("y"));
+    assert_eq!(props.email.as_deref(), Some(r#"{"a":1,"b":"y","n":null}"#));
+    assert_eq!(
+        props.properties.as_bytes(),
+        br#"{"a":1,"b":"y","n":null,"whole":{"a":1,"b":"y","n":null}}"#
+    );
+    assert_eq!(outcome.events.len(), 1, "{outcome:?}");
+    let messages: Vec<String> = outcome.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "mapping when: event.timestamp ({{meta}}) expected unix seconds, milliseconds or RFC 3339 text, found an object that is none of these",
+            "mapping each: forEach ({{meta}}) is an object, not an array",
+        ],
+        "{outcome:?}"
+    );
+}
+
 #[test]
 fn properties_from_a_missing_object_is_empty_but_from_a_string_is_an_error() {
     let mapping = compile(

@@ -35,10 +35,18 @@ pub(crate) enum TimestampError {
 impl std::fmt::Display for TimestampError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TimestampError::NotATime(kind) => write!(
-                f,
-                "expected unix seconds, milliseconds or RFC 3339 text, found a {kind} that is none of these"
-            ),
+            TimestampError::NotATime(kind) => {
+                // Only "object" and "array" (no timestamp is either) take "an".
+                let article = if kind.starts_with(['a', 'o']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                write!(
+                    f,
+                    "expected unix seconds, milliseconds or RFC 3339 text, found {article} {kind} that is none of these"
+                )
+            }
             TimestampError::OutOfRange => {
                 f.write_str("is outside the supported range of years 1 to 9999")
             }
