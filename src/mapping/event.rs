@@ -324,32 +324,37 @@ fn json_time(out: &mut Vec<u8>, formatted: Option<&str>, at: Timestamp) {
 }
 
 fn json_object(out: &mut Vec<u8>, object: &Map<String, Value>) {
-    out.push(b'{');
-    for (i, (key, value)) in object.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_str(out, key);
-        out.push(b':');
-        json_value(out, value);
-    }
-    out.push(b'}');
+    json_entries(
+        out,
+        object.iter().map(|(key, value)| (key.as_str(), value)),
+        json_value,
+    );
 }
 
 /// [`Kept::Members`] as compact JSON, as [`json_object`] writes the same object as a map.
 pub(crate) fn json_members(out: &mut Vec<u8>, members: &Members<'_>) {
+    let entries = members.iter().map(|(key, value)| (*key, value));
+    json_entries(out, entries, |out, value| match value {
+        Kept::Text(text) => json_str(out, text),
+        Kept::Members(inner) => json_members(out, inner),
+        Kept::Json(value) => json_value(out, value),
+    });
+}
+
+/// An object of `entries`, each value written by `value`.
+fn json_entries<'k, V>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'k str, V)>,
+    value: impl Fn(&mut Vec<u8>, V),
+) {
     out.push(b'{');
-    for (i, (key, value)) in members.iter().enumerate() {
+    for (i, (key, entry)) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         json_str(out, key);
         out.push(b':');
-        match value {
-            Kept::Text(text) => json_str(out, text),
-            Kept::Members(inner) => json_members(out, inner),
-            Kept::Json(value) => json_value(out, value),
-        }
+        value(out, entry);
     }
     out.push(b'}');
 }

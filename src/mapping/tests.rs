@@ -40,10 +40,16 @@ fn received() -> Timestamp {
 /// Maps `body` as a tree, and checks that the ingest's way — the body's JSON parsed into the
 /// values the mappings' projection reads, with no tree — maps the same.
 fn run(mappings: &[CompiledMapping], body: &Value) -> MapOutcome {
-    let outcome = map_request(mappings, &Request::new(body, received()));
-    let projection = Projection::of(mappings);
     let raw = serde_json::to_vec(body).unwrap();
-    let projected = projection.parse_values(&raw).unwrap();
+    map_both_ways(mappings, body, &raw)
+}
+
+/// Maps `tree` and the projection of `raw` (its JSON), checks they map the same, and returns
+/// the outcome.
+fn map_both_ways(mappings: &[CompiledMapping], tree: &Value, raw: &[u8]) -> MapOutcome {
+    let outcome = map_request(mappings, &Request::new(tree, received()));
+    let projection = Projection::of(mappings);
+    let projected = projection.parse_values(raw).unwrap();
     let by_slot = map_request(
         mappings,
         &Request::projected(&projection, &projected, received()),
@@ -51,7 +57,8 @@ fn run(mappings: &[CompiledMapping], body: &Value) -> MapOutcome {
     assert_eq!(
         without_generated_ids(by_slot),
         without_generated_ids(outcome.clone()),
-        "projected body maps differently"
+        "projected body maps differently: {}",
+        String::from_utf8_lossy(raw)
     );
     outcome
 }
@@ -665,24 +672,12 @@ fn merged_properties_are_the_bytes_of_the_merged_map() {
     }
 }
 
-/// Maps the raw `body` as a tree (whole parse) and as the ingest does (by slot), and checks
-/// both map the same: for bodies a `Value` cannot write, with duplicate keys or spacing.
+/// [`run`] for bodies a `Value` cannot write: with duplicate keys or spacing.
 fn run_raw(mappings: &[CompiledMapping], raw: &str) -> MapOutcome {
+    let projected = Projection::of(mappings).parse_values(raw.as_bytes());
+    assert!(matches!(projected, Ok(ProjectedBody::Values(_))), "{raw}");
     let tree = parse_body(Some("application/json"), raw.as_bytes()).unwrap();
-    let outcome = map_request(mappings, &Request::new(&tree, received()));
-    let projection = Projection::of(mappings);
-    let projected = projection.parse_values(raw.as_bytes()).unwrap();
-    assert!(matches!(projected, ProjectedBody::Values(_)), "{raw}");
-    let by_slot = map_request(
-        mappings,
-        &Request::projected(&projection, &projected, received()),
-    );
-    assert_eq!(
-        without_generated_ids(by_slot),
-        without_generated_ids(outcome.clone()),
-        "projected body maps differently: {raw}"
-    );
-    outcome
+    map_both_ways(mappings, &tree, raw.as_bytes())
 }
 
 /// An object of scalars read whole is borrowed from the body by the projection
