@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use super::compile::CompiledMapping;
 use super::event::{MappedEvent, Properties, PropertiesWriter};
@@ -57,8 +58,8 @@ pub struct MapOutcome {
     pub errors: Vec<MappingError>,
     /// The mappings whose conditions held (for their `matched` counters), as indexes into
     /// those given to [`map_request`]: a name would be a reference count that every request
-    /// to the mapping writes.
-    pub matched: Vec<usize>,
+    /// to the mapping writes. Inline: a source has a few mappings.
+    pub matched: SmallVec<[usize; 4]>,
 }
 
 impl MapOutcome {

@@ -80,7 +80,7 @@ pub use body::{BodyError, BodyFormat, detect_format, parse_body};
 pub use compile::{CompileError, CompileErrors, CompiledMapping};
 pub use engine::{MapOutcome, MappingError, Verdict, map_request};
 pub use event::{CloudEvent, EventData, EventSource, MappedEvent, Properties};
-pub use projection::{Kept, Members, ProjectedBody, Projection};
+pub use projection::{Kept, Members, ProjectedBody, Projection, Slots};
 pub use request::{Headers, Query, Request};
 pub use shape::{JsonTypes, ObservedField, ShapeObserver};
 pub use template::{Path, Template, TemplateError};

@@ -20,6 +20,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use smallvec::SmallVec;
 
 use super::body::{BodyError, json_error, parse_json};
 use super::compile::CompiledMapping;
@@ -67,6 +68,9 @@ impl Wire {
 }
 
 /// A body as [`Projection::parse_values`] parses it.
+// Large by design: the values are inline so that a request allocates nothing for them, and a
+// body is made and moved once per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProjectedBody<'b> {
     /// Parsed whole, or by serde_json where the scanner left it the decision: a tree like
@@ -74,8 +78,12 @@ pub enum ProjectedBody<'b> {
     Tree(Value),
     /// The value at each node read whole, by its slot (`None` where the body has none), and
     /// no tree: nothing is built for the objects on the way to them.
-    Values(Box<[Option<Kept<'b>>]>),
+    Values(Slots<'b>),
 }
+
+/// A projected body's values: inline for mappings reading up to eight (the Stripe mapping of
+/// the load runs reads eight), so that a request allocates nothing for them.
+pub type Slots<'b> = SmallVec<[Option<Kept<'b>>; 8]>;
 
 /// The members of a [`Kept::Members`] object.
 pub type Members<'b> = [(&'b str, Kept<'b>)];
@@ -348,7 +356,7 @@ impl Projection {
         if self.root.whole || body.iter().all(u8::is_ascii_whitespace) {
             return parse_json(body).map(ProjectedBody::Tree);
         }
-        let mut values = vec![None; self.slots].into_boxed_slice();
+        let mut values: Slots<'b> = smallvec::smallvec![None; self.slots];
         match fill_root(&self.root, body, &mut values) {
             Ok(()) => Ok(ProjectedBody::Values(values)),
             Err(Invalid) => self.parse_serde(body).map(ProjectedBody::Tree),
