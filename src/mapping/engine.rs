@@ -10,7 +10,7 @@ use super::compile::CompiledMapping;
 use super::event::{MappedEvent, Properties, PropertiesWriter};
 use super::projection::Kept;
 use super::request::{Request, Scope};
-use super::template::{Found, Template, Val};
+use super::template::{Found, Template, Val, article};
 use super::time::to_timestamp;
 
 /// A mapping matched but could not produce an event. The message names fields and templates,
@@ -302,17 +302,6 @@ impl<'a> Iterator for FromMembers<'a> {
     }
 }
 
-/// Writes a member of `properties.from`.
-fn write_member(out: &mut PropertiesWriter, key: &str, value: Found<'_>) {
-    match value {
-        Found::Json(value) => out.json(key, value),
-        Found::Text(text) => out.text(key, text),
-        Found::Members(members) => out.members(key, members),
-        // Not a member's value: members are there.
-        Found::Missing => {}
-    }
-}
-
 /// `from`'s members and the fields, merged in key order; a field replaces a member of the same
 /// name unless it is missing. Fields are left out rather than sent as null, so a property that
 /// is present always has a value and `privacy.hash` never has to hash an absence.
@@ -325,30 +314,22 @@ fn write_properties(
     let mut members = from.peekable();
     for (key, template) in fields {
         while let Some((name, value)) = members.next_if(|(name, _)| *name < key.as_str()) {
-            write_member(&mut out, name, value);
+            out.found(name, value);
         }
         let replaced = members.next_if(|(name, _)| *name == key);
         match template.evaluate(scope) {
             Val::Missing => {
                 if let Some((name, value)) = replaced {
-                    write_member(&mut out, name, value);
+                    out.found(name, value);
                 }
             }
             Val::Json(value) => out.json(key, value),
             Val::Text(text) => out.text(key, &text),
-            Val::Members(members) => out.members(key, members),
+            Val::Members(members) => out.found(key, Found::Members(members)),
         }
     }
     for (name, value) in members {
-        write_member(&mut out, name, value);
+        out.found(name, value);
     }
     out.finish()
-}
-
-fn article(type_name: &str) -> String {
-    match type_name {
-        "missing" | "null" => type_name.to_owned(),
-        "array" | "object" => format!("an {type_name}"),
-        other => format!("a {other}"),
-    }
 }

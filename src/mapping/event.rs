@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 use serde_json::{Map, Value};
 
-use super::projection::{Kept, Members};
+use super::projection::Members;
+use super::template::Found;
 
 /// One event produced by a mapping, after identity checks and privacy rules.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,9 +116,12 @@ impl PropertiesWriter {
         json_str(&mut self.out, text);
     }
 
-    pub(crate) fn members(&mut self, key: &str, members: &Members<'_>) {
-        self.key(key);
-        json_members(&mut self.out, members);
+    /// A body value as it was found: borrowed or in a tree. Nothing for a missing one.
+    pub(crate) fn found(&mut self, key: &str, value: Found<'_>) {
+        if value != Found::Missing {
+            self.key(key);
+            json_found(&mut self.out, value);
+        }
     }
 
     fn key(&mut self, key: &str) {
@@ -331,14 +335,19 @@ fn json_object(out: &mut Vec<u8>, object: &Map<String, Value>) {
     );
 }
 
-/// [`Kept::Members`] as compact JSON, as [`json_object`] writes the same object as a map.
+/// [`super::projection::Kept::Members`] as compact JSON, as [`json_object`] writes the same object as a map.
 pub(crate) fn json_members(out: &mut Vec<u8>, members: &Members<'_>) {
-    let entries = members.iter().map(|(key, value)| (*key, value));
-    json_entries(out, entries, |out, value| match value {
-        Kept::Text(text) => json_str(out, text),
-        Kept::Members(inner) => json_members(out, inner),
-        Kept::Json(value) => json_value(out, value),
-    });
+    let entries = members.iter().map(|(key, value)| (*key, value.found()));
+    json_entries(out, entries, json_found);
+}
+
+fn json_found(out: &mut Vec<u8>, value: Found<'_>) {
+    match value {
+        Found::Json(value) => json_value(out, value),
+        Found::Text(text) => json_str(out, text),
+        Found::Members(members) => json_members(out, members),
+        Found::Missing => out.extend_from_slice(b"null"),
+    }
 }
 
 /// An object of `entries`, each value written by `value`.

@@ -88,6 +88,16 @@ pub type Slots<'b> = SmallVec<[Option<Kept<'b>>; 8]>;
 /// The members of a [`Kept::Members`] object.
 pub type Members<'b> = [(&'b str, Kept<'b>)];
 
+/// Borrowed members as the object a tree holds.
+pub(crate) fn members_value(members: &Members<'_>) -> Value {
+    Value::Object(
+        members
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.to_value()))
+            .collect(),
+    )
+}
+
 /// A value [`Projection::parse_values`] read whole.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kept<'b> {
@@ -108,12 +118,7 @@ impl<'b> Kept<'b> {
     pub fn to_value(&self) -> Value {
         match self {
             Kept::Text(text) => Value::String((*text).to_owned()),
-            Kept::Members(members) => Value::Object(
-                members
-                    .iter()
-                    .map(|(key, value)| ((*key).to_owned(), value.to_value()))
-                    .collect(),
-            ),
+            Kept::Members(members) => members_value(members),
             Kept::Json(value) => value.clone(),
         }
     }
@@ -567,12 +572,7 @@ fn open(bytes: &[u8], at: &mut usize, open: u8, depth: usize) -> Result<bool, In
 /// after the key.
 #[inline(always)]
 fn key<'n>(bytes: &[u8], at: &mut usize, node: &'n Node) -> Result<Option<&'n Child>, Invalid> {
-    if bytes.get(*at) != Some(&b'"') {
-        return Err(Invalid);
-    }
-    let start = *at + 1;
-    *at = start;
-    let text = string(bytes, at)?;
+    let (start, text) = quoted(bytes, at)?;
     let len = *at - 1 - start;
     let child = match text {
         Text::Ascii if node.lengths & length_bit(len) == 0 => None,
@@ -710,16 +710,9 @@ fn kept_members<'b>(
         return Ok(Some((members.into_boxed_slice(), at + 1)));
     }
     loop {
-        if bytes.get(at) != Some(&b'"') {
-            return Err(Invalid);
-        }
-        at += 1;
-        let start = at;
-        let key = match string(bytes, &mut at)? {
-            // SAFETY: the scanner saw every byte below 0x80, and ASCII is UTF-8.
-            Text::Ascii => unsafe { std::str::from_utf8_unchecked(&bytes[start..at - 1]) },
-            Text::Raw => std::str::from_utf8(&bytes[start..at - 1]).map_err(|_| Invalid)?,
-            Text::Escaped => return Ok(None),
+        let (start, text) = quoted(bytes, &mut at)?;
+        let Some(key) = borrowed(bytes, start, at, text)? else {
+            return Ok(None);
         };
         colon(bytes, &mut at)?;
         if matches!(bytes.get(at), Some(b'{' | b'[')) {
@@ -760,16 +753,11 @@ fn kept_scalar<'b>(
     }
     let start = at + 1;
     at = start;
-    let raw = match string(bytes, &mut at)? {
-        // SAFETY: the scanner saw every byte below 0x80, and ASCII is UTF-8.
-        Text::Ascii => unsafe { std::str::from_utf8_unchecked(&bytes[start..at - 1]) },
-        Text::Raw => std::str::from_utf8(&bytes[start..at - 1]).map_err(|_| Invalid)?,
-        Text::Escaped => {
-            *slot = Some(Kept::Json(Value::String(unescape(&bytes[start - 1..at])?)));
-            return Ok(at);
-        }
-    };
-    *slot = Some(Kept::Text(raw));
+    let text = string(bytes, &mut at)?;
+    *slot = Some(match borrowed(bytes, start, at, text)? {
+        Some(raw) => Kept::Text(raw),
+        None => Kept::Json(Value::String(unescape(&bytes[start - 1..at])?)),
+    });
     Ok(at)
 }
 
@@ -787,12 +775,7 @@ fn kept_container(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, u
                 at += 1;
             } else {
                 loop {
-                    if bytes.get(at) != Some(&b'"') {
-                        return Err(Invalid);
-                    }
-                    at += 1;
-                    let start = at;
-                    let text = string(bytes, &mut at)?;
+                    let (start, text) = quoted(bytes, &mut at)?;
                     let key = decode(bytes, start, at, text)?;
                     colon(bytes, &mut at)?;
                     let (value, end) = kept(bytes, at, depth + 1)?;
@@ -835,14 +818,22 @@ fn kept_container(bytes: &[u8], mut at: usize, depth: usize) -> Result<(Value, u
 /// than returned through memory and read back in pieces of another width (a stall per value).
 #[inline(always)]
 fn decode(bytes: &[u8], start: usize, end: usize, text: Text) -> Result<String, Invalid> {
+    match borrowed(bytes, start, end, text)? {
+        Some(raw) => Ok(raw.to_owned()),
+        None => unescape(&bytes[start - 1..end]),
+    }
+}
+
+/// The string from `start` to `end`, as [`decode`] takes them, as it is in `bytes`; `None`
+/// when it has escapes to decode.
+#[inline(always)]
+fn borrowed(bytes: &[u8], start: usize, end: usize, text: Text) -> Result<Option<&str>, Invalid> {
     let raw = &bytes[start..end - 1];
     match text {
         // SAFETY: the scanner saw every byte below 0x80, and ASCII is UTF-8.
-        Text::Ascii => Ok(unsafe { String::from_utf8_unchecked(raw.to_vec()) }),
-        Text::Raw => std::str::from_utf8(raw)
-            .map(str::to_owned)
-            .map_err(|_| Invalid),
-        Text::Escaped => unescape(&bytes[start - 1..end]),
+        Text::Ascii => Ok(Some(unsafe { std::str::from_utf8_unchecked(raw) })),
+        Text::Raw => std::str::from_utf8(raw).map(Some).map_err(|_| Invalid),
+        Text::Escaped => Ok(None),
     }
 }
 
@@ -1056,6 +1047,18 @@ enum Text {
     Raw,
     /// Escapes: serde_json decodes it.
     Escaped,
+}
+
+/// The string at `at`, its opening quote checked: where its text starts, and what it holds;
+/// the cursor after its closing quote.
+#[inline(always)]
+fn quoted(bytes: &[u8], at: &mut usize) -> Result<(usize, Text), Invalid> {
+    if bytes.get(*at) != Some(&b'"') {
+        return Err(Invalid);
+    }
+    let start = *at + 1;
+    *at = start;
+    Ok((start, string(bytes, at)?))
 }
 
 /// The rest of a string after its opening quote. Most strings (keys, ids, enums) are ASCII

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::event::json_members;
 use super::lookup::Lookups;
-use super::projection::{Kept, Members};
+use super::projection::{Members, members_value};
 use super::request::{Request, Scope};
 
 /// A compiled template: either a static value, one variable (keeping its JSON type), or text
@@ -488,8 +488,8 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A body value a mapping reads, resolved ahead into its slot ([`super::lookup::Lookups`]): in
-/// a parsed tree, or a string the projection borrowed from the raw body
-/// ([`super::projection::Kept`]). The engine treats both kinds of string alike, as [`Val`] does.
+/// a parsed tree, or a string or object the projection borrowed from the raw body
+/// ([`super::projection::Kept`]). The engine treats both kinds of each alike, as [`Val`] does.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) enum Found<'v> {
     #[default]
@@ -512,8 +512,8 @@ pub(crate) enum Val<'a> {
     Missing,
     Json(&'a Value),
     Text(Cow<'a, str>),
-    /// An object the projection borrowed from the body ([`Kept::Members`]): everywhere the
-    /// same as that object as a `Value`.
+    /// An object the projection borrowed from the body
+    /// ([`super::projection::Kept::Members`]): everywhere the same as that object as a `Value`.
     Members(&'a Members<'a>),
 }
 
@@ -598,7 +598,7 @@ impl<'a> Val<'a> {
             Val::Missing => None,
             Val::Json(value) => Some(value.clone()),
             Val::Text(s) => Some(Value::String(s.into_owned())),
-            Val::Members(members) => Some(Kept::Members(members.into()).to_value()),
+            Val::Members(members) => Some(members_value(members)),
         }
     }
 
@@ -633,6 +633,15 @@ fn is_blank(text: &str) -> bool {
         None => true,
         Some(byte) if byte.is_ascii() => false,
         Some(_) => text.trim().is_empty(),
+    }
+}
+
+/// A type name with its article, for error messages: "a string", "an object", "null".
+pub(crate) fn article(type_name: &str) -> String {
+    match type_name {
+        "missing" | "null" => type_name.to_owned(),
+        "array" | "object" => format!("an {type_name}"),
+        other => format!("a {other}"),
     }
 }
 

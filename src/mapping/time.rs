@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::template::Val;
+use super::template::{Val, article};
 
 /// Magnitudes at which a unix time stops being plausible in the smaller unit: 1e11 seconds is the
 /// year 5138, while 1e11 milliseconds is 1973. Each step up is a factor of 1000.
@@ -35,18 +35,11 @@ pub(crate) enum TimestampError {
 impl std::fmt::Display for TimestampError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TimestampError::NotATime(kind) => {
-                // Only "object" and "array" (no timestamp is either) take "an".
-                let article = if kind.starts_with(['a', 'o']) {
-                    "an"
-                } else {
-                    "a"
-                };
-                write!(
-                    f,
-                    "expected unix seconds, milliseconds or RFC 3339 text, found {article} {kind} that is none of these"
-                )
-            }
+            TimestampError::NotATime(kind) => write!(
+                f,
+                "expected unix seconds, milliseconds or RFC 3339 text, found {} that is none of these",
+                article(kind)
+            ),
             TimestampError::OutOfRange => {
                 f.write_str("is outside the supported range of years 1 to 9999")
             }
