@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::api::webhook_source::ErrorStage;
 use crate::mapping::event::json_str;
-use crate::mapping::{self, BodyFormat, MappedEvent, ProjectedBody, Verdict};
+use crate::mapping::{self, BodyFormat, Events, MappedEvent, ProjectedBody, Verdict};
 use crate::sink::Batch;
 
 use super::body::{BodyError, read_limited};
@@ -467,7 +467,7 @@ impl Ingest {
     async fn deliver(
         &self,
         route: &LiveRoute,
-        events: Vec<MappedEvent>,
+        events: Events<'_>,
         mapping_errors: Vec<String>,
         request_id: &str,
         now: Timestamp,
@@ -486,7 +486,7 @@ impl Ingest {
                 .dedup
                 .reserve(&reserved_ids(&events), window, Instant::now());
             let mut verdicts = seen.iter();
-            let mut fresh = Vec::with_capacity(events.len());
+            let mut fresh = Events::new();
             let mut duplicates = Vec::new();
             let mut in_flight = false;
             for event in events {
@@ -601,7 +601,7 @@ impl Ingest {
 }
 
 /// The ids a delivery reserved: generated ones (fresh UUIDs) are not deduplicated.
-fn reserved_ids(events: &[MappedEvent]) -> Vec<&str> {
+fn reserved_ids<'e>(events: &'e [MappedEvent<'_>]) -> Vec<&'e str> {
     events
         .iter()
         .filter(|e| !e.id_generated)
@@ -644,8 +644,8 @@ fn parse_body<'b>(
 struct Answer<'a> {
     status: &'static str,
     request_id: &'a str,
-    event_ids: &'a [MappedEvent],
-    duplicate_ids: Option<&'a [MappedEvent]>,
+    event_ids: &'a [MappedEvent<'a>],
+    duplicate_ids: Option<&'a [MappedEvent<'a>]>,
     errors: &'a [String],
 }
 
@@ -661,7 +661,7 @@ impl<'a> Answer<'a> {
             }
             out.push(b']');
         }
-        let ids = |events: &'a [MappedEvent]| events.iter().map(|e| e.id.as_str());
+        let ids = |events: &'a [MappedEvent<'a>]| events.iter().map(|e| e.id.as_str());
         out.extend_from_slice(b"{\"status\":");
         json_str(out, self.status);
         out.extend_from_slice(b",\"requestId\":");
@@ -900,7 +900,7 @@ mod tests {
         }
     }
 
-    fn events(ids: &[&str]) -> Vec<MappedEvent> {
+    fn events(ids: &[&str]) -> Vec<MappedEvent<'static>> {
         ids.iter().map(|id| MappedEvent::with_id(*id)).collect()
     }
 

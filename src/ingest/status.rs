@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::shard::Sharded;
 use crate::api::webhook_source::{Counters, ErrorStage, ObservedField, RecentError, RecentEvent};
-use crate::mapping::{CompiledMapping, MappedEvent, ShapeObserver};
+use crate::mapping::{CompiledMapping, MappedEvent, Name, ShapeObserver};
 
 /// Status lists hold at most this many entries (DESIGN §2).
 pub const MAX_RECENT: usize = 10;
@@ -277,10 +277,10 @@ impl SourceStatus {
     /// Records events of a request with their outcome, `delivered` or `duplicate`, and counts
     /// them: one lock for the whole request. The events are taken, so that their names move
     /// into the list.
-    pub fn events(
+    pub fn events<'m>(
         &self,
         request_id: &str,
-        events: impl IntoIterator<Item = (MappedEvent, Delivery)>,
+        events: impl IntoIterator<Item = (MappedEvent<'m>, Delivery)>,
         at: Timestamp,
     ) {
         self.update(|s| {
@@ -305,8 +305,8 @@ impl SourceStatus {
                         None => recent.identity = None,
                     }
                     set(recent.event_id.get_or_insert_default(), &event.id);
-                    recent.mapping = Some(event.mapping);
-                    recent.event_name = Some(event.name);
+                    share(&mut recent.mapping, &event.mapping);
+                    share(&mut recent.event_name, &event.name);
                     recent.outcome = outcome;
                 });
             }
@@ -468,6 +468,14 @@ fn set(to: &mut String, text: &str) {
     to.push_str(text);
 }
 
+/// Holds `name` in `slot`, keeping the handle already there when it is the same name: the
+/// entry a full list reuses nearly always held an event of the same mapping.
+fn share(slot: &mut Option<Arc<str>>, name: &Name<'_>) {
+    if !slot.as_ref().is_some_and(|held| name.is(held)) {
+        *slot = Some(name.to_shared());
+    }
+}
+
 /// Same stage and message: bump count and time. Otherwise add, evicting the least recent.
 /// Kept most recent first.
 fn push_error(errors: &mut Vec<RecentError>, stage: ErrorStage, message: &str, at: Timestamp) {
@@ -497,7 +505,7 @@ fn push_error(errors: &mut Vec<RecentError>, stage: ErrorStage, message: &str, a
 
 /// The identity shown in status: the email if any, else the external id, else the visitor id
 /// (masked by [`mask_into`]).
-fn shown_identity(event: &MappedEvent) -> Option<&str> {
+fn shown_identity<'e>(event: &'e MappedEvent<'_>) -> Option<&'e str> {
     event
         .email
         .as_deref()
@@ -630,6 +638,51 @@ mod tests {
         assert_eq!(first.event_name.as_deref(), Some("Purchase"));
         assert_eq!(first.identity.as_deref(), Some("a***@e***.com"));
         assert_eq!(first.time, Time(t));
+    }
+
+    #[test]
+    fn reused_entries_show_the_names_of_their_new_events() {
+        let status = SourceStatus::default();
+        let t = Timestamp::from_second(1_700_000_000).expect("valid time");
+        let (first, second): (Arc<str>, Arc<str>) = ("first".into(), "second".into());
+        fn of(mapping: &Arc<str>, id: String) -> MappedEvent<'_> {
+            MappedEvent {
+                mapping: Name::Mapping(mapping),
+                name: Name::Owned(format!("{mapping}-event").into()),
+                ..MappedEvent::with_id(id)
+            }
+        }
+        for i in 0..MAX_RECENT {
+            status.events("r", [(of(&first, format!("a{i}")), Delivery::Delivered)], t);
+        }
+        // A full list: each of these reuses the oldest entry, one of `first`'s.
+        status.events("r", [(of(&second, "b".into()), Delivery::Delivered)], t);
+        status.events("r", [(of(&first, "c".into()), Delivery::Delivered)], t);
+        let snap = status.snapshot("ns", "s", &[]);
+        let shown: Vec<_> = snap.recent_events[..3]
+            .iter()
+            .map(|e| {
+                (
+                    e.event_id.as_deref(),
+                    e.mapping.as_deref(),
+                    e.event_name.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (Some("c"), Some("first"), Some("first-event")),
+                (Some("b"), Some("second"), Some("second-event")),
+                (
+                    Some(&*format!("a{}", MAX_RECENT - 1)),
+                    Some("first"),
+                    Some("first-event")
+                ),
+            ]
+        );
+        // The list holds the mapping's own handle, not a copy of the name.
+        assert!(Arc::strong_count(&first) > 1);
     }
 
     #[test]

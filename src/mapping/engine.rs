@@ -7,7 +7,8 @@ use serde_json::Value;
 use smallvec::SmallVec;
 
 use super::compile::CompiledMapping;
-use super::event::{MappedEvent, Properties, PropertiesWriter};
+use super::event::{MappedEvent, Name, Properties, PropertiesWriter};
+use super::privacy::Identity;
 use super::projection::Kept;
 use super::request::{Request, Scope};
 use super::template::{Found, Template, Val, article};
@@ -50,11 +51,15 @@ pub enum Verdict {
     Unprocessable,
 }
 
-/// Everything the mappings of one source made of one request.
+/// A request's events: inline, because nearly every request makes one.
+pub type Events<'m> = SmallVec<[MappedEvent<'m>; 1]>;
+
+/// Everything the mappings of one source made of one request; its events borrow the
+/// mappings' names.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct MapOutcome {
+pub struct MapOutcome<'m> {
     /// Events to deliver, in mapping order then element order.
-    pub events: Vec<MappedEvent>,
+    pub events: Events<'m>,
     pub errors: Vec<MappingError>,
     /// The mappings whose conditions held (for their `matched` counters), as indexes into
     /// those given to [`map_request`]: a name would be a reference count that every request
@@ -62,7 +67,20 @@ pub struct MapOutcome {
     pub matched: SmallVec<[usize; 4]>,
 }
 
-impl MapOutcome {
+impl MapOutcome<'_> {
+    /// The outcome with events that have names of their own, to outlive the mappings.
+    pub fn into_owned(self) -> MapOutcome<'static> {
+        MapOutcome {
+            events: self
+                .events
+                .into_iter()
+                .map(MappedEvent::into_owned)
+                .collect(),
+            errors: self.errors,
+            matched: self.matched,
+        }
+    }
+
     pub fn verdict(&self) -> Verdict {
         if !self.events.is_empty() {
             Verdict::Accepted
@@ -98,7 +116,7 @@ fn with_values<'v, R>(
 }
 
 /// Runs every mapping of a source against a request.
-pub fn map_request(mappings: &[CompiledMapping], request: &Request<'_>) -> MapOutcome {
+pub fn map_request<'m>(mappings: &'m [CompiledMapping], request: &Request<'_>) -> MapOutcome<'m> {
     let mut outcome = MapOutcome::default();
     for (index, mapping) in mappings.iter().enumerate() {
         mapping.apply(index, request, &mut outcome);
@@ -110,7 +128,12 @@ impl CompiledMapping {
     /// Adds this mapping's events (or errors) for `request` to `outcome`; nothing when its
     /// conditions do not hold. `index` is the mapping's place in the list a projected request's
     /// projection was made of.
-    fn apply<'r>(&self, index: usize, request: &'r Request<'_>, outcome: &mut MapOutcome) {
+    fn apply<'m, 'r>(
+        &'m self,
+        index: usize,
+        request: &'r Request<'_>,
+        outcome: &mut MapOutcome<'m>,
+    ) {
         let scope = request.scope();
         let fill = |values: &mut [Found<'r>]| match request.projected {
             // Each value is where the projection put it: a copy of a reference, no search.
@@ -131,12 +154,12 @@ impl CompiledMapping {
         });
     }
 
-    fn emit_all(
-        &self,
+    fn emit_all<'m>(
+        &'m self,
         index: usize,
         scope: &Scope<'_>,
         request: &Request<'_>,
-        outcome: &mut MapOutcome,
+        outcome: &mut MapOutcome<'m>,
     ) {
         let Some(for_each) = &self.for_each else {
             outcome.matched.push(index);
@@ -171,12 +194,12 @@ impl CompiledMapping {
         }
     }
 
-    fn emit(
-        &self,
+    fn emit<'m>(
+        &'m self,
         scope: &Scope<'_>,
         item: Option<usize>,
         request: &Request<'_>,
-        outcome: &mut MapOutcome,
+        outcome: &mut MapOutcome<'m>,
     ) {
         match self.build(scope, request) {
             Ok(event) => outcome.events.push(event),
@@ -188,31 +211,37 @@ impl CompiledMapping {
         }
     }
 
-    fn build(&self, scope: &Scope<'_>, request: &Request<'_>) -> Result<MappedEvent, String> {
+    fn build<'m>(
+        &'m self,
+        scope: &Scope<'_>,
+        request: &Request<'_>,
+    ) -> Result<MappedEvent<'m>, String> {
         let e = &self.event;
-        let name: Arc<str> = match &e.constant_name {
-            Some(name) => name.clone(),
+        let name = match &e.constant_name {
+            Some(name) => Name::Mapping(name),
             None => e
                 .name
                 .evaluate(scope)
                 .nonempty_text()
-                .map(|text| Arc::from(&*text))
+                .map(|text| Name::Owned(Arc::from(&*text)))
                 .ok_or_else(|| format!("event.name ({}) resolved empty", e.name))?,
         };
 
-        let text = |template: &Option<Template>| {
-            template
-                .as_ref()
-                .and_then(|t| t.evaluate(scope).into_nonempty_string())
+        let identity = |field, template: &Option<Template>| {
+            let value = template.as_ref()?.evaluate(scope);
+            self.privacy.identity(field, value)
         };
-        let visitor_id = text(&e.visitor_id);
-        let external_id = text(&e.external_id);
-        let email = text(&e.email);
+        let visitor_id = identity(Identity::VisitorId, &e.visitor_id);
+        let external_id = identity(Identity::ExternalId, &e.external_id);
+        let email = identity(Identity::Email, &e.email);
         if visitor_id.is_none() && external_id.is_none() && email.is_none() {
             return Err(self.no_identity_message());
         }
 
-        let (id, id_generated) = match text(&e.id) {
+        let id =
+            e.id.as_ref()
+                .and_then(|t| t.evaluate(scope).into_nonempty_string());
+        let (id, id_generated) = match id {
             Some(id) => (id, false),
             None => (uuid::Uuid::new_v4().to_string(), true),
         };
@@ -240,7 +269,7 @@ impl CompiledMapping {
         let properties = write_properties(from, &e.fields, scope);
 
         let mut event = MappedEvent {
-            mapping: self.name.clone(),
+            mapping: Name::Mapping(&self.name),
             name,
             id,
             id_generated,

@@ -1,5 +1,6 @@
 //! The canonical event (DESIGN §3) and its CloudEvents 1.0 JSON form.
 
+use std::fmt;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -11,13 +12,16 @@ use super::projection::Members;
 use super::template::Found;
 
 /// One event produced by a mapping, after identity checks and privacy rules.
+///
+/// `'m` is the life of the compiled mapping whose names the event borrows
+/// ([`MappedEvent::into_owned`] ends it).
 #[derive(Clone, Debug, PartialEq)]
-pub struct MappedEvent {
+pub struct MappedEvent<'m> {
     /// The Mapping that produced it.
-    pub mapping: Arc<str>,
-    /// The event name, which becomes the CloudEvents `type`; shared with the Mapping when it
-    /// is a constant, as most names are.
-    pub name: Arc<str>,
+    pub mapping: Name<'m>,
+    /// The event name, which becomes the CloudEvents `type`; the Mapping's own when it is a
+    /// constant, as most names are.
+    pub name: Name<'m>,
     /// The mapped event id, or a generated UUID v4 (see `id_generated`).
     pub id: String,
     /// True when no id was mapped: such events cannot be deduplicated.
@@ -29,6 +33,69 @@ pub struct MappedEvent {
     pub timestamp: Timestamp,
     pub received_at: Timestamp,
     pub properties: Properties,
+}
+
+/// A name an event has from its mapping: borrowed from the compiled mapping while the request
+/// is served, rather than a clone of its `Arc`. Every worker's requests to a mapping would
+/// write that one reference count, twice per event, and a count last written by another core
+/// is a cache miss each time. Owned when the name was made for the event (a templated event
+/// name) or the event outlives the request.
+#[derive(Clone, Debug)]
+pub enum Name<'m> {
+    Mapping(&'m Arc<str>),
+    Owned(Arc<str>),
+}
+
+impl Name<'_> {
+    /// The name as a handle of its own, sharing the mapping's when it is the mapping's.
+    pub fn to_shared(&self) -> Arc<str> {
+        match self {
+            Name::Mapping(name) => Arc::clone(name),
+            Name::Owned(name) => name.clone(),
+        }
+    }
+
+    /// Whether `other` is this very name (not only an equal one): the recent-events list
+    /// keeps its handle then, and writes no reference count.
+    pub fn is(&self, other: &Arc<str>) -> bool {
+        match self {
+            Name::Mapping(name) => Arc::ptr_eq(name, other),
+            Name::Owned(name) => Arc::ptr_eq(name, other),
+        }
+    }
+
+    pub fn into_owned(self) -> Name<'static> {
+        Name::Owned(self.to_shared())
+    }
+}
+
+impl std::ops::Deref for Name<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Name::Mapping(name) => name,
+            Name::Owned(name) => name,
+        }
+    }
+}
+
+impl PartialEq for Name<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<&str> for Name<'static> {
+    fn from(name: &str) -> Self {
+        Name::Owned(name.into())
+    }
 }
 
 /// An event's properties, held as the compact JSON object the sinks send: keys once each, in
@@ -154,7 +221,7 @@ impl EventSource {
 }
 
 #[cfg(test)]
-impl MappedEvent {
+impl MappedEvent<'static> {
     /// An event of mapping `m` named `E` with this id and a visitor id, for the tests of what
     /// carries events (sinks, status, answers).
     pub(crate) fn with_id(id: impl Into<String>) -> Self {
@@ -173,7 +240,23 @@ impl MappedEvent {
     }
 }
 
-impl MappedEvent {
+impl MappedEvent<'_> {
+    /// The event with names of its own, to outlive the mapping it came from.
+    pub fn into_owned(self) -> MappedEvent<'static> {
+        MappedEvent {
+            mapping: self.mapping.into_owned(),
+            name: self.name.into_owned(),
+            id: self.id,
+            id_generated: self.id_generated,
+            visitor_id: self.visitor_id,
+            external_id: self.external_id,
+            email: self.email,
+            timestamp: self.timestamp,
+            received_at: self.received_at,
+            properties: self.properties,
+        }
+    }
+
     /// The structured-mode CloudEvent, serialisable without building a `Value`.
     pub fn cloud_event<'e>(&'e self, source: &'e EventSource) -> CloudEvent<'e> {
         CloudEvent {
@@ -381,7 +464,7 @@ fn json_value(out: &mut Vec<u8>, value: &Value) {
 
 /// A [`MappedEvent`] in CloudEvents 1.0 structured JSON form.
 pub struct CloudEvent<'e> {
-    event: &'e MappedEvent,
+    event: &'e MappedEvent<'e>,
     source: &'e EventSource,
 }
 
@@ -402,7 +485,7 @@ impl Serialize for CloudEvent<'_> {
 
 /// The CloudEvent `data`: `{event, eventId, visitorId, externalId, email, timestamp,
 /// properties, receivedAt, mapping}`. Absent identities are `null`, so consumers see one shape.
-pub struct EventData<'e>(&'e MappedEvent);
+pub struct EventData<'e>(&'e MappedEvent<'e>);
 
 impl Serialize for EventData<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -501,7 +584,7 @@ mod tests {
 
     use super::*;
 
-    fn sample() -> MappedEvent {
+    fn sample() -> MappedEvent<'static> {
         MappedEvent {
             mapping: "stripe-invoice-paid".into(),
             name: "Purchase".into(),

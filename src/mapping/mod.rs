@@ -78,8 +78,8 @@ mod tests;
 
 pub use body::{BodyError, BodyFormat, detect_format, parse_body};
 pub use compile::{CompileError, CompileErrors, CompiledMapping};
-pub use engine::{MapOutcome, MappingError, Verdict, map_request};
-pub use event::{CloudEvent, EventData, EventSource, MappedEvent, Properties};
+pub use engine::{Events, MapOutcome, MappingError, Verdict, map_request};
+pub use event::{CloudEvent, EventData, EventSource, MappedEvent, Name, Properties};
 pub use projection::{Kept, Members, ProjectedBody, Projection, Slots};
 pub use request::{Headers, Query, Request};
 pub use shape::{JsonTypes, ObservedField, ShapeObserver};

@@ -8,7 +8,7 @@ use crate::api::mapping::Privacy;
 
 use super::compile::spec_path;
 use super::event::{MappedEvent, Properties};
-use super::template::{Path, lowercase, sha256_hex};
+use super::template::{Path, Val, lowercase, sha256_hex};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CompiledPrivacy {
@@ -21,11 +21,17 @@ pub(crate) struct CompiledPrivacy {
 
 #[derive(Clone, Debug, PartialEq)]
 enum HashTarget {
+    Identity(Identity),
+    /// A path inside `properties`.
+    Property(Path),
+}
+
+/// An event's identity fields, which `privacy.hash` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Identity {
     Email,
     VisitorId,
     ExternalId,
-    /// A path inside `properties`.
-    Property(Path),
 }
 
 /// Receives `(field, position, message)` for each problem found.
@@ -40,9 +46,9 @@ impl CompiledPrivacy {
         for (i, entry) in spec.hash.iter().enumerate() {
             let field = format!("privacy.hash[{i}]");
             match entry.trim() {
-                "email" => hash.push(HashTarget::Email),
-                "visitorId" => hash.push(HashTarget::VisitorId),
-                "externalId" => hash.push(HashTarget::ExternalId),
+                "email" => hash.push(HashTarget::Identity(Identity::Email)),
+                "visitorId" => hash.push(HashTarget::Identity(Identity::VisitorId)),
+                "externalId" => hash.push(HashTarget::Identity(Identity::ExternalId)),
                 other => match property_path(other, HASHABLE) {
                     Ok(path) => hash.push(HashTarget::Property(path)),
                     Err((position, message)) => report(field, position, message),
@@ -65,26 +71,25 @@ impl CompiledPrivacy {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.hash.is_empty() && self.drop.is_empty()
+    /// An identity field's value as the event carries it. A field `privacy.hash` names is
+    /// hashed as it is read from the body, so its plain value is never copied.
+    pub(crate) fn identity(&self, field: Identity, value: Val<'_>) -> Option<String> {
+        if !self.hash.contains(&HashTarget::Identity(field)) {
+            return value.into_nonempty_string();
+        }
+        let text = value.nonempty_text()?;
+        let text = text.trim();
+        Some(match field {
+            // Emails are compared case-insensitively everywhere that matters, so the hash must
+            // be of the normalised form to join with other systems' hashed emails.
+            Identity::Email => sha256_hex(lowercase(Cow::Borrowed(text)).as_bytes()),
+            Identity::VisitorId | Identity::ExternalId => sha256_hex(text.as_bytes()),
+        })
     }
 
-    pub(crate) fn apply(&self, event: &mut MappedEvent) {
-        if self.is_empty() {
-            return;
-        }
-        // Emails are compared case-insensitively everywhere that matters, so the hash must be
-        // of the normalised form to join with other systems' hashed emails.
-        let normalised = |s: &str| sha256_hex(lowercase(Cow::Borrowed(s.trim())).as_bytes());
-        let trimmed = |s: &str| sha256_hex(s.trim().as_bytes());
-        for target in &self.hash {
-            match target {
-                HashTarget::Email => hash_in_place(&mut event.email, normalised),
-                HashTarget::VisitorId => hash_in_place(&mut event.visitor_id, trimmed),
-                HashTarget::ExternalId => hash_in_place(&mut event.external_id, trimmed),
-                HashTarget::Property(_) => {}
-            }
-        }
+    /// The rules on `properties`; identity fields were hashed as they were read
+    /// ([`CompiledPrivacy::identity`]).
+    pub(crate) fn apply(&self, event: &mut MappedEvent<'_>) {
         if !self.edits_properties {
             return;
         }
@@ -96,8 +101,8 @@ impl CompiledPrivacy {
             {
                 let hashed = match &*value {
                     Value::Null => continue,
-                    Value::String(s) => trimmed(s),
-                    other => trimmed(&other.to_string()),
+                    Value::String(s) => sha256_hex(s.trim().as_bytes()),
+                    other => sha256_hex(other.to_string().trim().as_bytes()),
                 };
                 *value = Value::String(hashed);
             }
@@ -108,12 +113,6 @@ impl CompiledPrivacy {
         if let Value::Object(map) = properties {
             event.properties = Properties::from_map(&map);
         }
-    }
-}
-
-fn hash_in_place(field: &mut Option<String>, hash: impl Fn(&str) -> String) {
-    if let Some(value) = field {
-        *value = hash(value);
     }
 }
 

@@ -1623,7 +1623,8 @@ event:
         let c = map_request(&mappings, &Request::projected(&projection, &by_slot, now));
         assert_eq!(a.events.len(), 3);
         // Generated ids are random: everything else must be equal.
-        let without_generated_ids = |mut outcome: crate::mapping::MapOutcome| {
+        let without_generated_ids = |outcome: crate::mapping::MapOutcome<'_>| {
+            let mut outcome = outcome.into_owned();
             for event in &mut outcome.events {
                 if event.id_generated {
                     event.id.clear();
@@ -1636,10 +1637,16 @@ event:
             without_generated_ids(a.clone()),
             "mapped from values by slot"
         );
-        let ids = |o: &crate::mapping::MapOutcome| {
+        let ids = |o: &crate::mapping::MapOutcome<'_>| {
             o.events
                 .iter()
-                .map(|e| (e.name.clone(), e.properties.clone(), e.external_id.clone()))
+                .map(|e| {
+                    (
+                        e.name.to_string(),
+                        e.properties.clone(),
+                        e.external_id.clone(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&a), ids(&b));

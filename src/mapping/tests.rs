@@ -39,14 +39,14 @@ fn received() -> Timestamp {
 
 /// Maps `body` as a tree, and checks that the ingest's way — the body's JSON parsed into the
 /// values the mappings' projection reads, with no tree — maps the same.
-fn run(mappings: &[CompiledMapping], body: &Value) -> MapOutcome {
+fn run(mappings: &[CompiledMapping], body: &Value) -> MapOutcome<'static> {
     let raw = serde_json::to_vec(body).unwrap();
     map_both_ways(mappings, body, &raw)
 }
 
 /// Maps `tree` and the projection of `raw` (its JSON), checks they map the same, and returns
 /// the outcome.
-fn map_both_ways(mappings: &[CompiledMapping], tree: &Value, raw: &[u8]) -> MapOutcome {
+fn map_both_ways(mappings: &[CompiledMapping], tree: &Value, raw: &[u8]) -> MapOutcome<'static> {
     let outcome = map_request(mappings, &Request::new(tree, received()));
     let projection = Projection::of(mappings);
     let projected = projection.parse_values(raw).unwrap();
@@ -60,11 +60,11 @@ fn map_both_ways(mappings: &[CompiledMapping], tree: &Value, raw: &[u8]) -> MapO
         "projected body maps differently: {}",
         String::from_utf8_lossy(raw)
     );
-    outcome
+    outcome.into_owned()
 }
 
 /// Generated event ids are random; everything else is compared.
-fn without_generated_ids(mut outcome: MapOutcome) -> MapOutcome {
+fn without_generated_ids(mut outcome: MapOutcome<'_>) -> MapOutcome<'_> {
     for event in &mut outcome.events {
         if event.id_generated {
             event.id.clear();
@@ -188,7 +188,7 @@ event:
 
     let ping = [("X-GitHub-Event", "ping")];
     let ignored = map_request(
-        &[mapping],
+        std::slice::from_ref(&mapping),
         &Request::new(&body, received()).with_headers(&ping),
     );
     assert_eq!(ignored.verdict(), Verdict::Ignored);
@@ -224,7 +224,7 @@ event:
         ),
     ];
     let outcome = map_request(
-        &[mapping],
+        std::slice::from_ref(&mapping),
         &Request::new(&body, received()).with_headers(&headers),
     );
     let event = &outcome.events[0];
@@ -441,6 +441,17 @@ fn whitespace_only_identity_counts_as_empty() {
     let mapping = compile("m", "event: {name: X, externalId: \"{{x}}\"}");
     let outcome = run(&[mapping], &json!({"x": " \t "}));
     assert_eq!(outcome.verdict(), Verdict::Unprocessable);
+    // Hashed as it is read: a blank value must not become the hash of nothing.
+    let hashed = compile(
+        "m",
+        "event: {name: X, externalId: \"{{x}}\", email: \"{{e}}\"}\nprivacy: {hash: [externalId, email]}",
+    );
+    let outcome = run(&[hashed], &json!({"x": " \t ", "e": "A@B.com"}));
+    assert_eq!(outcome.events[0].external_id, None);
+    assert_eq!(
+        outcome.events[0].email,
+        Some(template::sha256_hex(b"a@b.com"))
+    );
 }
 
 #[test]
@@ -579,7 +590,7 @@ event: {name: X, externalId: x}
     );
     assert_eq!(prod.verdict(), Verdict::Accepted);
     let dev = map_request(
-        &[mapping],
+        std::slice::from_ref(&mapping),
         &Request::new(&body, received()).with_query("env=dev"),
     );
     assert_eq!(dev.verdict(), Verdict::Ignored);
@@ -673,7 +684,7 @@ fn merged_properties_are_the_bytes_of_the_merged_map() {
 }
 
 /// [`run`] for bodies a `Value` cannot write: with duplicate keys or spacing.
-fn run_raw(mappings: &[CompiledMapping], raw: &str) -> MapOutcome {
+fn run_raw(mappings: &[CompiledMapping], raw: &str) -> MapOutcome<'static> {
     let projected = Projection::of(mappings).parse_values(raw.as_bytes());
     assert!(matches!(projected, Ok(ProjectedBody::Values(_))), "{raw}");
     let tree = parse_body(Some("application/json"), raw.as_bytes()).unwrap();
@@ -1138,7 +1149,7 @@ fn unmapped_matches_array_indexes_and_for_each_items() {
 fn compiled_mappings_and_events_can_cross_threads() {
     fn shareable<T: Send + Sync + 'static>() {}
     shareable::<CompiledMapping>();
-    shareable::<MappedEvent>();
-    shareable::<MapOutcome>();
+    shareable::<MappedEvent<'static>>();
+    shareable::<MapOutcome<'static>>();
     shareable::<ShapeObserver>();
 }

@@ -168,7 +168,7 @@ impl HttpSink {
     async fn deliver_one(
         &self,
         source: &EventSource,
-        event: &MappedEvent,
+        event: &MappedEvent<'_>,
         deadline: Instant,
     ) -> Result<(), SinkError> {
         let mut backoff = self.config.first_backoff;

@@ -29,7 +29,7 @@ pub use stdout::WriterSink;
 #[derive(Clone, Copy)]
 pub struct Batch<'a> {
     pub source: &'a EventSource,
-    pub events: &'a [MappedEvent],
+    pub events: &'a [MappedEvent<'a>],
 }
 
 /// Why a sink did not acknowledge a batch. The message is shown in status `recentErrors`

@@ -167,7 +167,7 @@ impl NatsSink {
         &self,
         context: &jetstream::Context,
         source: &EventSource,
-        event: &MappedEvent,
+        event: &MappedEvent<'_>,
         deadline: Instant,
     ) -> Result<(), SinkError> {
         let mut backoff = self.config.first_backoff;

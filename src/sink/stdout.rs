@@ -428,7 +428,7 @@ mod tests {
         Batch { source, events }
     }
 
-    fn event(id: usize) -> MappedEvent {
+    fn event(id: usize) -> MappedEvent<'static> {
         MappedEvent::with_id(format!("evt_{id}"))
     }
 

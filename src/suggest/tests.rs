@@ -42,7 +42,11 @@ fn assert_passes_crd_rules(m: &Mapping) {
 }
 
 /// Compiles the suggestion and maps the sample with it: the sample must yield events.
-fn run(s: &Suggestion, body: &Value, headers: &[(&str, &str)]) -> Vec<mapping::MappedEvent> {
+fn run(
+    s: &Suggestion,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Vec<mapping::MappedEvent<'static>> {
     assert_passes_crd_rules(&s.mapping);
     let compiled = CompiledMapping::compile("suggested", &s.mapping.spec)
         .unwrap_or_else(|e| panic!("suggestion does not compile: {e}\n{}", s.to_yaml()));
@@ -56,7 +60,7 @@ fn run(s: &Suggestion, body: &Value, headers: &[(&str, &str)]) -> Vec<mapping::M
         outcome.errors,
         s.to_yaml()
     );
-    outcome.events
+    outcome.into_owned().events.into_vec()
 }
 
 /// `Headers` is implemented for the unsized slice; a sized handle lets it be a `&dyn Headers`.
