@@ -275,8 +275,8 @@ impl SourceStatus {
     }
 
     /// Records events of a request with their outcome, `delivered` or `duplicate`, and counts
-    /// them: one lock for the whole request. The events are taken, so that their names move
-    /// into the list.
+    /// them: one lock for the whole request. A reused entry keeps its name handles when they
+    /// are the event's own (`share`).
     pub fn events<'m>(
         &self,
         request_id: &str,

@@ -36,10 +36,10 @@ pub struct MappedEvent<'m> {
 }
 
 /// A name an event has from its mapping: borrowed from the compiled mapping while the request
-/// is served, rather than a clone of its `Arc`. Every worker's requests to a mapping would
-/// write that one reference count, twice per event, and a count last written by another core
-/// is a cache miss each time. Owned when the name was made for the event (a templated event
-/// name) or the event outlives the request.
+/// is served, rather than a clone of its `Arc`, so that serving a request writes no reference
+/// count that every worker's requests to the mapping write too (a clone and a drop per name
+/// and event before). Owned when the name was made for the event (a templated event name) or
+/// the event outlives the request.
 #[derive(Clone, Debug)]
 pub enum Name<'m> {
     Mapping(&'m Arc<str>),
