@@ -72,7 +72,7 @@ impl CompiledPrivacy {
     }
 
     /// An identity field's value as the event carries it. A field `privacy.hash` names is
-    /// hashed as it is read from the body, so its plain value is never copied.
+    /// hashed from the template's text as it is, not first copied into a string of the event's.
     pub(crate) fn identity(&self, field: Identity, value: Val<'_>) -> Option<String> {
         if !self.hash.contains(&HashTarget::Identity(field)) {
             return value.into_nonempty_string();
