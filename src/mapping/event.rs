@@ -47,21 +47,22 @@ pub enum Name<'m> {
 }
 
 impl Name<'_> {
+    fn handle(&self) -> &Arc<str> {
+        match self {
+            Name::Mapping(name) => name,
+            Name::Owned(name) => name,
+        }
+    }
+
     /// The name as a handle of its own, sharing the mapping's when it is the mapping's.
     pub fn to_shared(&self) -> Arc<str> {
-        match self {
-            Name::Mapping(name) => Arc::clone(name),
-            Name::Owned(name) => name.clone(),
-        }
+        Arc::clone(self.handle())
     }
 
     /// Whether `other` is this very name (not only an equal one): the recent-events list
     /// keeps its handle then, and writes no reference count.
     pub fn is(&self, other: &Arc<str>) -> bool {
-        match self {
-            Name::Mapping(name) => Arc::ptr_eq(name, other),
-            Name::Owned(name) => Arc::ptr_eq(name, other),
-        }
+        Arc::ptr_eq(self.handle(), other)
     }
 
     pub fn into_owned(self) -> Name<'static> {
@@ -73,10 +74,7 @@ impl std::ops::Deref for Name<'_> {
     type Target = str;
 
     fn deref(&self) -> &str {
-        match self {
-            Name::Mapping(name) => name,
-            Name::Owned(name) => name,
-        }
+        self.handle()
     }
 }
 
