@@ -62,6 +62,10 @@ pub struct StandaloneArgs {
     /// real payloads locally. Never use this where the URL is reachable by others.
     #[arg(long)]
     pub insecure_skip_signatures: bool,
+    /// Threads serving connections, each keeping its connections (default: the CPUs the
+    /// process may use); 0 serves them on the shared work-stealing runtime instead.
+    #[arg(long, env = "HOOKGATE_CONNECTION_THREADS")]
+    pub connection_threads: Option<usize>,
 }
 
 /// One problem in DIR: `file:line: field: reason`.
@@ -764,7 +768,11 @@ pub async fn start(args: StandaloneArgs, sink: Arc<dyn Sink>, say: Say) -> anyho
     let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let ingest = Arc::new(Ingest::new(table.clone(), IngestConfig::default()));
+    let mut config = IngestConfig::default();
+    if let Some(threads) = args.connection_threads {
+        config.connection_threads = threads;
+    }
+    let ingest = Arc::new(Ingest::new(table.clone(), config));
     let (ingest_addr, ingest_task) = bind_ingest(args.listen, ingest, shutdown(stopped.clone()))
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

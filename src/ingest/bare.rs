@@ -16,9 +16,17 @@ use tokio::net::{TcpListener, TcpStream};
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     eprintln!("bench-server on http://{}", listener.local_addr()?);
-    super::server::serve(listener, answer, Duration::from_secs(10), async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    // The ingest's accept loop, connection cap and connection threads.
+    super::server::serve_limited(
+        listener,
+        answer,
+        Duration::from_secs(10),
+        super::server::default_max_connections(),
+        super::server::default_connection_threads(),
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
     .await;
     Ok(())
 }

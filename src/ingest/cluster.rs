@@ -40,6 +40,10 @@ pub struct IngestArgs {
     /// receiver (binary mode), or `nats://host:port/subject` (JetStream).
     #[arg(long, default_value = "stdout")]
     pub default_sink: String,
+    /// Threads serving connections, each keeping its connections (default: the CPUs the
+    /// process may use); 0 serves them on the shared work-stealing runtime instead.
+    #[arg(long, env = "HOOKGATE_CONNECTION_THREADS")]
+    pub connection_threads: Option<usize>,
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
@@ -63,7 +67,11 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         }
     };
 
-    let ingest = Arc::new(Ingest::new(table.clone(), IngestConfig::default()));
+    let mut config = IngestConfig::default();
+    if let Some(threads) = args.connection_threads {
+        config.connection_threads = threads;
+    }
+    let ingest = Arc::new(Ingest::new(table.clone(), config));
     let (addr, ingest_task) = bind_ingest(args.listen, ingest, stopped()).await?;
     let (admin, admin_task) = bind_admin(args.admin_listen, table.clone(), stopped()).await?;
     info!(%addr, %admin, namespace = %args.namespace, "ingest listening");

@@ -47,6 +47,9 @@ pub struct IngestConfig {
     /// slow ones do within `header_read_timeout`). Keeps descriptors for the sinks and the API
     /// client, and bounds the memory that many silent connections can pin.
     pub max_connections: usize,
+    /// Threads serving connections, each with a runtime of its own ([`serve_limited`]); 0
+    /// serves them on the caller's runtime.
+    pub connection_threads: usize,
     /// `Retry-After` seconds for a disabled source.
     pub disabled_retry_after: u64,
     /// `Retry-After` seconds after a sink failure.
@@ -60,6 +63,7 @@ impl Default for IngestConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(20),
             max_connections: default_max_connections(),
+            connection_threads: default_connection_threads(),
             disabled_retry_after: 60,
             sink_retry_after: 5,
         }
@@ -748,6 +752,7 @@ pub async fn serve<H, F>(
         handler,
         header_read_timeout,
         default_max_connections(),
+        0,
         shutdown,
     )
     .await;
@@ -755,11 +760,20 @@ pub async fn serve<H, F>(
 
 /// [`serve`] with at most `max_connections` connections open at once: past it, connections
 /// wait in the listen backlog until one closes.
+///
+/// With `threads` above zero, connections are served on that many threads of their own, each
+/// running a single-threaded runtime, a connection staying on the thread it was given (the
+/// one serving the fewest); with zero, on the caller's runtime. A connection's requests then
+/// never move between cores. On the multi-threaded runtime they moved to whichever worker was
+/// free, and that cost the ingest a fifth of its CPU per request (its task, buffers and
+/// allocations gone cold on the other core, memory freed across threads): under load one
+/// worker served as many requests per second as two (BENCHMARKS.md, session 11).
 pub async fn serve_limited<H, F>(
     listener: TcpListener,
     handler: H,
     header_read_timeout: Duration,
     max_connections: usize,
+    threads: usize,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -767,6 +781,13 @@ pub async fn serve_limited<H, F>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let threads = match ConnectionThreads::start(threads) {
+        Ok(threads) => threads,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not start connection threads; serving on the runtime");
+            ConnectionThreads::default()
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -789,9 +810,48 @@ pub async fn serve_limited<H, F>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let connection = serve_connection(
+            handler.clone(),
+            graceful.watcher(),
+            header_read_timeout,
+            slot,
+        );
+        match threads.pick() {
+            None => {
+                tokio::spawn(connection(stream));
+            }
+            Some(thread) => {
+                // Registered with the thread's own I/O driver, not this runtime's.
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                let live = LiveConnection::new(&thread.live);
+                thread.runtime.spawn(async move {
+                    let _live = live;
+                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                        connection(stream).await;
+                    }
+                });
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// One connection, from its first byte to its close; `slot` is its place under the connection
+/// cap.
+fn serve_connection<H, F>(
+    handler: H,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_read_timeout: Duration,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> impl FnOnce(tokio::net::TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    move |stream| {
+        Box::pin(async move {
             // hyper allocates its buffers, and holds the request handler's future inline, from
             // its first poll; a connection that has sent nothing waits for its first byte on the
             // bare socket instead, with the same deadline as hyper's header read. (Measured
@@ -820,9 +880,77 @@ pub async fn serve_limited<H, F>(
             // Client resets and header timeouts end here; nothing the operator can act on.
             let _ = served.await;
             drop(slot);
-        });
+        })
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// As many threads as the process may use: [`std::thread::available_parallelism`] counts the
+/// CPUs of its affinity mask and cgroup quota.
+pub fn default_connection_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The threads of [`serve_limited`]; each stops, dropping the connections still on it, when
+/// this is dropped.
+#[derive(Default)]
+struct ConnectionThreads {
+    threads: Vec<ConnectionThread>,
+}
+
+struct ConnectionThread {
+    runtime: tokio::runtime::Handle,
+    /// Connections on the thread, for choosing the one with the fewest.
+    live: Arc<std::sync::atomic::AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ConnectionThreads {
+    fn start(count: usize) -> std::io::Result<Self> {
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("hookgate-conn-{i}"))
+                .spawn(move || {
+                    // Ends when the sender is dropped as well as when it sends.
+                    runtime.block_on(async move {
+                        let _ = stopped.await;
+                    });
+                })?;
+            threads.push(ConnectionThread {
+                runtime: handle,
+                live: Arc::default(),
+                _stop: stop,
+            });
+        }
+        Ok(Self { threads })
+    }
+
+    fn pick(&self) -> Option<&ConnectionThread> {
+        self.threads
+            .iter()
+            .min_by_key(|t| t.live.load(Ordering::Relaxed))
+    }
+}
+
+/// Counts a connection on its thread while alive.
+struct LiveConnection(Arc<std::sync::atomic::AtomicUsize>);
+
+impl LiveConnection {
+    fn new(live: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::Relaxed);
+        Self(live.clone())
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Binds `addr` and serves the ingest on it; returns the bound address (port 0 picks one).
@@ -835,6 +963,7 @@ pub async fn bind_ingest(
     let local = listener.local_addr()?;
     let timeout = ingest.config.header_read_timeout;
     let max_connections = ingest.config.max_connections;
+    let threads = ingest.config.connection_threads;
     let handler = move |request| {
         let ingest = ingest.clone();
         async move { ingest.handle(request).await }
@@ -846,6 +975,7 @@ pub async fn bind_ingest(
             handler,
             timeout,
             max_connections,
+            threads,
             shutdown,
         )),
     ))
@@ -980,6 +1110,98 @@ mod tests {
             }
             std::pin::Pin::new(&mut then).poll(cx)
         })
+    }
+
+    /// Sends a body-less POST on `stream` and reads the answer: its body.
+    async fn post(stream: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        loop {
+            let mut chunk = [0u8; 512];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the answer");
+            answer.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .expect("content-length")
+                    .parse()
+                    .unwrap();
+                if body.len() >= length {
+                    return body.to_owned();
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_stay_on_the_connection_thread_serving_fewest() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = |_request| async {
+            let thread = std::thread::current();
+            let answer = format!("{} {:?}", thread.name().unwrap_or("unnamed"), thread.id());
+            Response::new(Full::new(Bytes::from(answer)))
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_limited(
+            listener,
+            handler,
+            Duration::from_secs(10),
+            64,
+            2,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+
+        // Four connections open at once, two requests on each.
+        let mut connections = Vec::new();
+        for _ in 0..4 {
+            connections.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut threads = Vec::new();
+        for connection in &mut connections {
+            let first = post(connection).await;
+            let second = post(connection).await;
+            assert_eq!(first, second, "a connection moved between threads");
+            assert!(first.starts_with("hookgate-conn-"), "served on {first}");
+            threads.push(first);
+        }
+        let mut per_thread = std::collections::BTreeMap::<&str, usize>::new();
+        for thread in &threads {
+            *per_thread.entry(thread.as_str()).or_default() += 1;
+        }
+        assert_eq!(
+            per_thread.values().copied().collect::<Vec<_>>(),
+            [2, 2],
+            "{threads:?}"
+        );
+
+        // Shutting down closes the idle connections, whichever thread holds them.
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("serve_limited returns after shutdown")
+            .unwrap();
+        for connection in &mut connections {
+            use tokio::io::AsyncReadExt;
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(10), connection.read(&mut byte))
+                .await
+                .expect("closed after shutdown");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
     }
 
     #[tokio::test]
