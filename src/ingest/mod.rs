@@ -1,6 +1,7 @@
 //! The data plane: webhook requests in, acknowledged events out (DESIGN §4–5).
 //!
-//! - [`server`]: where a request is answered (`POST /h/<token>`), the acknowledgement contract.
+//! - [`server`]: where a request is answered (`POST /h/<token>`), the acknowledgement contract;
+//!   the accept loop, which gives each connection to a thread of its own that keeps it.
 //! - [`table`]: the swappable route table, keyed by token hash; per-source state.
 //! - [`limits`]: rate limiting and the dedup window.
 //! - [`verify`]: the signature verification hook (schemes: issue #6).

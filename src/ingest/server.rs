@@ -1,5 +1,6 @@
 //! Where a webhook request is answered: `POST /h/<token>` and the acknowledgement contract of
-//! DESIGN §5, plus the HTTP/1 accept loop shared with the admin port.
+//! DESIGN §5, plus the HTTP/1 accept loop shared with the admin port and the connection
+//! threads the ingest's connections are served on.
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
