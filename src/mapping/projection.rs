@@ -341,7 +341,7 @@ impl Projection {
     /// Parses JSON keeping only the projected paths; the same errors as a full parse for
     /// malformed JSON. An empty body is an empty object, as in [`parse_json`].
     ///
-    /// A byte scanner ([`scan`]) does the work: it matches keys as bytes and skips unread
+    /// A byte scanner (`scan`) does the work: it matches keys as bytes and skips unread
     /// values without decoding them. When it finds anything it would have to report, the
     /// body is parsed again by [`Projection::parse_serde`], so errors (and their positions)
     /// are serde_json's, and where the two could ever disagree serde_json's answer stands.
