@@ -31,8 +31,7 @@ use serde::Deserialize;
 use crate::api::webhook_source::{DEFAULT_MAX_BODY_BYTES, WebhookSource};
 use crate::api::{Mapping, MappingSpec};
 use crate::ingest::{
-    Ingest, IngestConfig, Metrics, RouteTable, Sinks, SourceNotes, Token, bind_admin, bind_ingest,
-    verify,
+    Ingest, Metrics, RouteTable, Sinks, SourceNotes, Token, bind_admin, bind_ingest, verify,
 };
 use crate::mapping::CompiledMapping;
 use crate::operator::signing;
@@ -62,10 +61,8 @@ pub struct StandaloneArgs {
     /// real payloads locally. Never use this where the URL is reachable by others.
     #[arg(long)]
     pub insecure_skip_signatures: bool,
-    /// Threads serving connections, each keeping its connections (default: the CPUs the
-    /// process may use); 0 serves them on the shared work-stealing runtime instead.
-    #[arg(long, env = "HOOKGATE_CONNECTION_THREADS")]
-    pub connection_threads: Option<usize>,
+    #[command(flatten)]
+    pub connections: crate::ingest::server::ConnectionArgs,
 }
 
 /// One problem in DIR: `file:line: field: reason`.
@@ -768,11 +765,7 @@ pub async fn start(args: StandaloneArgs, sink: Arc<dyn Sink>, say: Say) -> anyho
     let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let mut config = IngestConfig::default();
-    if let Some(threads) = args.connection_threads {
-        config.connection_threads = threads;
-    }
-    let ingest = Arc::new(Ingest::new(table.clone(), config));
+    let ingest = Arc::new(Ingest::new(table.clone(), args.connections.ingest_config()));
     let (ingest_addr, ingest_task) = bind_ingest(args.listen, ingest, shutdown(stopped.clone()))
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

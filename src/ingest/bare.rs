@@ -16,13 +16,14 @@ use tokio::net::{TcpListener, TcpStream};
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     eprintln!("bench-server on http://{}", listener.local_addr()?);
-    // The ingest's accept loop, connection cap and connection threads.
+    // The ingest's accept loop, with its header timeout, connection cap and threads.
+    let config = super::IngestConfig::default();
     super::server::serve_limited(
         listener,
         answer,
-        Duration::from_secs(10),
-        super::server::default_max_connections(),
-        super::server::default_connection_threads(),
+        config.header_read_timeout,
+        config.max_connections,
+        config.connection_threads,
         async {
             let _ = tokio::signal::ctrl_c().await;
         },

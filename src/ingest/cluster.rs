@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use super::status_writer::StatusWriter;
-use super::{Ingest, IngestConfig, Metrics, RouteTable, Sinks, bind_admin, bind_ingest};
+use super::{Ingest, Metrics, RouteTable, Sinks, bind_admin, bind_ingest};
 use crate::route::{ROUTE_KEY, ROUTE_LABEL, Route};
 use crate::sink::WriterSink;
 
@@ -40,10 +40,8 @@ pub struct IngestArgs {
     /// receiver (binary mode), or `nats://host:port/subject` (JetStream).
     #[arg(long, default_value = "stdout")]
     pub default_sink: String,
-    /// Threads serving connections, each keeping its connections (default: the CPUs the
-    /// process may use); 0 serves them on the shared work-stealing runtime instead.
-    #[arg(long, env = "HOOKGATE_CONNECTION_THREADS")]
-    pub connection_threads: Option<usize>,
+    #[command(flatten)]
+    pub connections: crate::ingest::server::ConnectionArgs,
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
@@ -67,11 +65,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         }
     };
 
-    let mut config = IngestConfig::default();
-    if let Some(threads) = args.connection_threads {
-        config.connection_threads = threads;
-    }
-    let ingest = Arc::new(Ingest::new(table.clone(), config));
+    let ingest = Arc::new(Ingest::new(table.clone(), args.connections.ingest_config()));
     let (addr, ingest_task) = bind_ingest(args.listen, ingest, stopped()).await?;
     let (admin, admin_task) = bind_admin(args.admin_listen, table.clone(), stopped()).await?;
     info!(%addr, %admin, namespace = %args.namespace, "ingest listening");

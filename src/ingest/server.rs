@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,26 @@ use super::status::{Count, Delivery};
 use super::table::{LiveRoute, RouteTable};
 use super::token;
 use super::verify;
+
+/// The flag `hookgate ingest` and `hookgate standalone` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// Threads serving connections, each keeping its connections (default: the CPUs the
+    /// process may use); 0 serves them on the shared work-stealing runtime instead.
+    #[arg(long, env = "HOOKGATE_CONNECTION_THREADS")]
+    pub connection_threads: Option<usize>,
+}
+
+impl ConnectionArgs {
+    /// The default configuration with these connection threads.
+    pub fn ingest_config(&self) -> IngestConfig {
+        let mut config = IngestConfig::default();
+        if let Some(threads) = self.connection_threads {
+            config.connection_threads = threads;
+        }
+        config
+    }
+}
 
 /// Tunables of the data plane.
 #[derive(Clone, Debug)]
@@ -811,15 +831,16 @@ pub async fn serve_limited<H, F>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = serve_connection(
-            handler.clone(),
-            graceful.watcher(),
-            header_read_timeout,
-            slot,
-        );
+        let (handler, watcher) = (handler.clone(), graceful.watcher());
         match threads.pick() {
             None => {
-                tokio::spawn(connection(stream));
+                tokio::spawn(serve_connection(
+                    stream,
+                    handler,
+                    watcher,
+                    header_read_timeout,
+                    slot,
+                ));
             }
             Some(thread) => {
                 // Registered with the thread's own I/O driver, not this runtime's.
@@ -830,7 +851,7 @@ pub async fn serve_limited<H, F>(
                 thread.runtime.spawn(async move {
                     let _live = live;
                     if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                        connection(stream).await;
+                        serve_connection(stream, handler, watcher, header_read_timeout, slot).await;
                     }
                 });
             }
@@ -841,53 +862,49 @@ pub async fn serve_limited<H, F>(
 
 /// One connection, from its first byte to its close; `slot` is its place under the connection
 /// cap.
-fn serve_connection<H, F>(
+async fn serve_connection<H, F>(
+    stream: tokio::net::TcpStream,
     handler: H,
     watcher: hyper_util::server::graceful::Watcher,
     header_read_timeout: Duration,
     slot: tokio::sync::OwnedSemaphorePermit,
-) -> impl FnOnce(tokio::net::TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
-where
+) where
     H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
-    move |stream| {
-        Box::pin(async move {
-            // hyper allocates its buffers, and holds the request handler's future inline, from
-            // its first poll; a connection that has sent nothing waits for its first byte on the
-            // bare socket instead, with the same deadline as hyper's header read. (Measured
-            // anyway: a silent connection still costs ~20 KB of RSS, so the connection cap is
-            // what bounds them; RELIABILITY.md.)
-            if tokio::time::timeout(header_read_timeout, stream.readable())
-                .await
-                .is_err()
-            {
-                drop(slot);
-                return;
-            }
-            // Built in a block so that the connection, moved into the box, is not also kept in
-            // this task's own state (where every waiting connection would pay for it).
-            let served = {
-                let service = hyper::service::service_fn(move |request| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(request).await) }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                Box::pin(watcher.watch(connection))
-            };
-            // Client resets and header timeouts end here; nothing the operator can act on.
-            let _ = served.await;
-            drop(slot);
-        })
+    // hyper allocates its buffers, and holds the request handler's future inline, from its
+    // first poll; a connection that has sent nothing waits for its first byte on the bare
+    // socket instead, with the same deadline as hyper's header read. (Measured anyway: a silent
+    // connection costs ~0.5 KB of RSS on a connection thread and ~13 KB on the shared runtime;
+    // the connection cap bounds them either way; RELIABILITY.md.)
+    if tokio::time::timeout(header_read_timeout, stream.readable())
+        .await
+        .is_err()
+    {
+        drop(slot);
+        return;
     }
+    // Built in a block so that the connection, moved into the box, is not also kept in this
+    // task's own state (where every waiting connection would pay for it).
+    let served = {
+        let service = hyper::service::service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(request).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        Box::pin(watcher.watch(connection))
+    };
+    // Client resets and header timeouts end here; nothing the operator can act on.
+    let _ = served.await;
+    drop(slot);
 }
 
 /// As many threads as the process may use: [`std::thread::available_parallelism`] counts the
 /// CPUs of its affinity mask and cgroup quota.
-pub fn default_connection_threads() -> usize {
+fn default_connection_threads() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
@@ -901,7 +918,7 @@ struct ConnectionThreads {
 struct ConnectionThread {
     runtime: tokio::runtime::Handle,
     /// Connections on the thread, for choosing the one with the fewest.
-    live: Arc<std::sync::atomic::AtomicUsize>,
+    live: Arc<AtomicUsize>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -939,10 +956,10 @@ impl ConnectionThreads {
 }
 
 /// Counts a connection on its thread while alive.
-struct LiveConnection(Arc<std::sync::atomic::AtomicUsize>);
+struct LiveConnection(Arc<AtomicUsize>);
 
 impl LiveConnection {
-    fn new(live: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
         live.fetch_add(1, Ordering::Relaxed);
         Self(live.clone())
     }
