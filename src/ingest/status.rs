@@ -203,7 +203,9 @@ impl SourceStatus {
     pub fn received(&self, at: Timestamp) {
         self.update(|s| {
             s.counters.received += 1;
-            s.last_event_at = Some(at);
+            // Threads can share a shard, and one may record an earlier time after another
+            // recorded a later one.
+            s.last_event_at = s.last_event_at.max(Some(at));
         });
     }
 
@@ -324,7 +326,7 @@ impl SourceStatus {
             for name in matched {
                 let m = counts(&mut s.mappings, name);
                 m.matched += 1;
-                m.last_matched_at = Some(at);
+                m.last_matched_at = m.last_matched_at.max(Some(at));
             }
             failed
                 .into_iter()
@@ -731,6 +733,26 @@ mod tests {
         );
         assert_eq!(snap.mappings[0].matched, 24);
         assert_eq!(snap.mappings[0].last_matched_at, Some(Time(at(23))));
+    }
+
+    #[test]
+    fn an_earlier_time_recorded_later_does_not_move_the_last_times_back() {
+        // Threads that share a shard can record out of order.
+        let status = SourceStatus::default();
+        let at = |second: i64| Timestamp::from_second(1_700_000_000 + second).expect("valid time");
+        for second in [5, 3] {
+            status.received(at(second));
+            status.mapping_results(["m"], [], at(second));
+        }
+        let spec = serde_json::from_value(serde_json::json!({
+            "sourceRef": {"name": "s"},
+            "event": {"name": "E", "visitorId": "{{v}}"}
+        }))
+        .expect("mapping spec");
+        let mapping = CompiledMapping::compile("m", &spec).expect("compiles");
+        let snap = status.snapshot("ns", "s", std::slice::from_ref(&mapping));
+        assert_eq!(snap.last_event_at, Some(Time(at(5))));
+        assert_eq!(snap.mappings[0].last_matched_at, Some(Time(at(5))));
     }
 
     #[test]
