@@ -934,6 +934,7 @@ impl ConnectionThreads {
             std::thread::Builder::new()
                 .name(format!("hookgate-conn-{i}"))
                 .spawn(move || {
+                    super::shard::pin(i);
                     // Ends when the sender is dropped as well as when it sends.
                     runtime.block_on(async move {
                         let _ = stopped.await;
@@ -1168,7 +1169,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let handler = |_request| async {
             let thread = std::thread::current();
-            let answer = format!("{} {:?}", thread.name().unwrap_or("unnamed"), thread.id());
+            let answer = format!(
+                "{} {:?} shard {}",
+                thread.name().unwrap_or("unnamed"),
+                thread.id(),
+                crate::ingest::shard::index()
+            );
             Response::new(Full::new(Bytes::from(answer)))
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1183,6 +1189,11 @@ mod tests {
             },
         ));
 
+        // Another thread takes its turn at the shards first, as the runtime's workers may.
+        std::thread::spawn(crate::ingest::shard::index)
+            .join()
+            .unwrap();
+
         // Four connections open at once, two requests on each.
         let mut connections = Vec::new();
         for _ in 0..4 {
@@ -1194,6 +1205,14 @@ mod tests {
             let second = post(connection).await;
             assert_eq!(first, second, "a connection moved between threads");
             assert!(first.starts_with("hookgate-conn-"), "served on {first}");
+            // Each connection thread writes to its own status and metrics shard.
+            let thread: usize = first["hookgate-conn-".len()..]
+                .split(' ')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .expect("a numbered connection thread");
+            let shard = thread % crate::ingest::shard::count();
+            assert!(first.ends_with(&format!(" shard {shard}")), "{first}");
             threads.push(first);
         }
         let mut per_thread = std::collections::BTreeMap::<&str, usize>::new();

@@ -15,8 +15,8 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Atomic;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// How many shards each value has: one per CPU, as the runtime has workers (the threads that
-/// serve requests, and so the ones that take shards first), at most 16.
+/// How many shards each value has: one per CPU, as the ingest has connection threads by
+/// default (the threads that serve requests, each [`pin`]ned to its own), at most 16.
 pub fn count() -> usize {
     static COUNT: OnceLock<usize> = OnceLock::new();
     *COUNT.get_or_init(|| {
@@ -26,11 +26,19 @@ pub fn count() -> usize {
     })
 }
 
-/// This thread's shard, given in turn on its first use.
-fn index() -> usize {
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Gives the calling thread shard `i` (modulo the count). The ingest's connection threads,
+/// which make nearly every write, each take their own this way: given in turn on first use, two
+/// of them shared a shard whenever another thread's first write fell between theirs.
+pub fn pin(i: usize) {
+    INDEX.with(|index| index.set(i % count()));
+}
+
+/// This thread's shard: the one it was pinned to, or else one given in turn on its first use.
+pub(crate) fn index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     INDEX.with(|index| {
         let mut i = index.get();
@@ -188,6 +196,29 @@ impl EncodeMetric for Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_thread_writes_to_the_shard_it_was_given() {
+        let value = Arc::new(Sharded::<AtomicU64>::default());
+        let threads: Vec<_> = (0..count())
+            .map(|_| {
+                let value = value.clone();
+                std::thread::spawn(move || {
+                    // Pinned to a shard other than the one its turn gave it (when there are two).
+                    let wanted = (index() + 1) % count();
+                    pin(wanted);
+                    value.local().fetch_add(1, Ordering::Relaxed);
+                    (wanted, index())
+                })
+            })
+            .collect();
+        for thread in threads {
+            let (wanted, got) = thread.join().expect("pinned thread");
+            assert_eq!(got, wanted);
+        }
+        let written: Vec<u64> = value.iter().map(|v| v.load(Ordering::Relaxed)).collect();
+        assert_eq!(written.iter().sum::<u64>(), count() as u64);
+    }
 
     #[test]
     fn counts_from_many_threads_add_up() {
