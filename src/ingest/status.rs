@@ -687,6 +687,16 @@ mod tests {
         assert!(Arc::strong_count(&first) > 1);
     }
 
+    /// A mapping named `m`, for the per-mapping part of a snapshot.
+    fn mapping_m() -> CompiledMapping {
+        let spec = serde_json::from_value(serde_json::json!({
+            "sourceRef": {"name": "s"},
+            "event": {"name": "E", "visitorId": "{{v}}"}
+        }))
+        .expect("mapping spec");
+        CompiledMapping::compile("m", &spec).expect("compiles")
+    }
+
     #[test]
     fn threads_record_in_their_own_shards_and_the_snapshot_adds_them_up() {
         let status = std::sync::Arc::new(SourceStatus::default());
@@ -711,12 +721,7 @@ mod tests {
             thread.join().expect("recording thread");
         }
         assert!(status.version() > before);
-        let spec = serde_json::from_value(serde_json::json!({
-            "sourceRef": {"name": "s"},
-            "event": {"name": "E", "visitorId": "{{v}}"}
-        }))
-        .expect("mapping spec");
-        let mapping = CompiledMapping::compile("m", &spec).expect("compiles");
+        let mapping = mapping_m();
         let snap = status.snapshot("ns", "s", std::slice::from_ref(&mapping));
         assert_eq!(snap.counters.received, 24);
         assert_eq!(snap.last_event_at, Some(Time(at(23))));
@@ -744,12 +749,7 @@ mod tests {
             status.received(at(second));
             status.mapping_results(["m"], [], at(second));
         }
-        let spec = serde_json::from_value(serde_json::json!({
-            "sourceRef": {"name": "s"},
-            "event": {"name": "E", "visitorId": "{{v}}"}
-        }))
-        .expect("mapping spec");
-        let mapping = CompiledMapping::compile("m", &spec).expect("compiles");
+        let mapping = mapping_m();
         let snap = status.snapshot("ns", "s", std::slice::from_ref(&mapping));
         assert_eq!(snap.last_event_at, Some(Time(at(5))));
         assert_eq!(snap.mappings[0].last_matched_at, Some(Time(at(5))));
