@@ -216,8 +216,8 @@ mod tests {
             let (wanted, got) = thread.join().expect("pinned thread");
             assert_eq!(got, wanted);
         }
-        let written: Vec<u64> = value.iter().map(|v| v.load(Ordering::Relaxed)).collect();
-        assert_eq!(written.iter().sum::<u64>(), count() as u64);
+        let written: u64 = value.iter().map(|v| v.load(Ordering::Relaxed)).sum();
+        assert_eq!(written, count() as u64);
     }
 
     #[test]
