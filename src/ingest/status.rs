@@ -62,7 +62,7 @@ struct Shard {
 struct Inner {
     counters: Counters,
     last_event_at: Option<Timestamp>,
-    /// Oldest first; the newest [`MAX_RECENT`] of every shard together are shown.
+    /// Oldest first, in time; the newest [`MAX_RECENT`] of every shard together are shown.
     recent_events: VecDeque<Recent>,
     mappings: BTreeMap<String, MappingCounts>,
 }
@@ -264,8 +264,7 @@ impl SourceStatus {
     /// Records a handled request without events (ignored, rejected, failed).
     pub fn request(&self, request_id: &str, outcome: &'static str, at: Timestamp) {
         self.update(|s| {
-            push_event(&mut s.recent_events, |recent| {
-                recent.at = at;
+            push_event(&mut s.recent_events, at, |recent| {
                 set(&mut recent.request_id, request_id);
                 recent.mapping = None;
                 recent.event_name = None;
@@ -297,8 +296,7 @@ impl SourceStatus {
                         "duplicate"
                     }
                 };
-                push_event(&mut s.recent_events, |recent| {
-                    recent.at = at;
+                push_event(&mut s.recent_events, at, |recent| {
                     set(&mut recent.request_id, request_id);
                     match shown_identity(&event) {
                         Some(identity) => {
@@ -454,14 +452,26 @@ fn counts<'m>(
 }
 
 /// Appends to the list, reusing the entry it evicts when full (`fill` sets every field).
-fn push_event(events: &mut VecDeque<Recent>, fill: impl FnOnce(&mut Recent)) {
+/// Adds an entry at its place in time, giving up the oldest when the list is full. Threads that
+/// share a shard can record out of order; kept in arrival order, a shard could give up a newer
+/// entry and keep an older one, and the snapshot, which takes each shard's newest, would miss it.
+fn push_event(events: &mut VecDeque<Recent>, at: Timestamp, fill: impl FnOnce(&mut Recent)) {
     let mut recent = if events.len() >= MAX_RECENT {
+        if events.front().is_some_and(|oldest| at < oldest.at) {
+            return;
+        }
         events.pop_front().unwrap_or_default()
     } else {
         Recent::default()
     };
     fill(&mut recent);
-    events.push_back(recent);
+    recent.at = at;
+    if events.back().is_none_or(|newest| newest.at <= at) {
+        events.push_back(recent);
+    } else {
+        let place = events.partition_point(|e| e.at <= at);
+        events.insert(place, recent);
+    }
 }
 
 /// Replaces `to`'s text, in its own buffer.
@@ -753,6 +763,28 @@ mod tests {
         let snap = status.snapshot("ns", "s", std::slice::from_ref(&mapping));
         assert_eq!(snap.last_event_at, Some(Time(at(5))));
         assert_eq!(snap.mappings[0].last_matched_at, Some(Time(at(5))));
+    }
+
+    #[test]
+    fn a_full_list_keeps_the_newest_by_time_whatever_order_they_arrive_in() {
+        let status = SourceStatus::default();
+        let at = |second: i64| Timestamp::from_second(1_700_000_000 + second).expect("valid time");
+        let seconds: Vec<i64> = (0..MAX_RECENT as i64).chain([20, 15, 0]).collect();
+        for second in &seconds {
+            status.request(&format!("r{second}"), "ignored", at(*second));
+        }
+        let snap = status.snapshot("ns", "s", &[]);
+        let shown: Vec<&str> = snap
+            .recent_events
+            .iter()
+            .map(|e| e.request_id.as_str())
+            .collect();
+        let mut newest = seconds.clone();
+        newest.sort_unstable_by(|a, b| b.cmp(a));
+        newest.truncate(MAX_RECENT);
+        let expected: Vec<String> = newest.iter().map(|s| format!("r{s}")).collect();
+        assert_eq!(shown, expected);
+        assert!(!shown.contains(&"r0"), "{shown:?}");
     }
 
     #[test]
