@@ -497,7 +497,10 @@ fn push_error(errors: &mut Vec<RecentError>, stage: ErrorStage, message: &str, a
     {
         let mut e = errors.remove(i);
         e.count += 1;
-        e.time = Time(at);
+        // Times are taken before the lock: a thread can arrive here after a later one.
+        if e.time.0 < at {
+            e.time = Time(at);
+        }
         errors.insert(0, e);
         return;
     }
@@ -604,6 +607,19 @@ mod tests {
         assert_eq!(snap.recent_errors[0].stage, ErrorStage::Map);
         assert_eq!(snap.recent_errors[1].message, "error 14");
         assert_eq!(snap.recent_errors[1].count, 2);
+    }
+
+    #[test]
+    fn a_repeated_error_keeps_its_newest_time() {
+        let status = SourceStatus::default();
+        let at = |second: i64| Timestamp::from_second(1_700_000_000 + second).expect("valid time");
+        for second in [5, 3] {
+            status.error(ErrorStage::Parse, "bad body", at(second));
+        }
+        let snap = status.snapshot("ns", "s", &[]);
+        assert_eq!(snap.recent_errors.len(), 1);
+        assert_eq!(snap.recent_errors[0].count, 2);
+        assert_eq!(snap.recent_errors[0].time, Time(at(5)));
     }
 
     #[test]
