@@ -288,6 +288,62 @@ async fn two_ingest_replicas_count_every_request_exactly_once() {
     );
 }
 
+#[tokio::test]
+async fn every_event_of_a_batch_is_listed_in_the_sources_status() {
+    let c = Cluster::new().await;
+    let ingest = c.ingest("a").await;
+    let _operator = c.operator(&format!("http://{}", ingest.addr));
+    let batch_mapping = r#"
+apiVersion: hookgate.dev/v1alpha1
+kind: Mapping
+metadata: {name: shop-batch}
+spec:
+  sourceRef: {name: shop}
+  forEach: "{{orders}}"
+  event:
+    name: Order Completed
+    id: "{{$item.id}}"
+    externalId: "{{$item.customer}}"
+"#;
+    support::kubectl_ok(
+        &["apply", "-n", &c.ns, "-f", "-"],
+        Some(&format!("{SOURCE}---{batch_mapping}")),
+    );
+    c.wait_source("shop", "source Ready", |s| {
+        s.status.as_ref().is_some_and(|st| st.url.is_some())
+    })
+    .await;
+    let url = c.url("shop").await;
+    let ids = ["b_1", "b_2", "b_3"];
+    let orders: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"id": id, "customer": "cus_9"}))
+        .collect();
+    ingest
+        .post_until_delivered(&url, &json!({ "orders": orders }))
+        .await;
+
+    // The status writer merges what it holds with what is stored: the batch's events share
+    // one request, and each is listed.
+    let source = c
+        .wait_source("shop", "the batch in recentEvents", |s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.recent_events.iter().any(|e| e.outcome == "delivered"))
+        })
+        .await;
+    let mut listed: Vec<String> = source
+        .status
+        .unwrap()
+        .recent_events
+        .into_iter()
+        .filter(|e| e.outcome == "delivered")
+        .filter_map(|e| e.event_id)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ids);
+}
+
 /// Runs `kubectl hookgate ...` with the binary on PATH as `kubectl-hookgate`, as a person who
 /// installed the plugin would; returns stdout.
 fn kubectl_hookgate(dir: &std::path::Path, args: &[&str]) -> String {

@@ -298,6 +298,27 @@ fn merge_errors(
     merged
 }
 
+/// The newest of the stored recent events and this replica's. An entry is its request, mapping
+/// and event id together: a batch's events share their request, and stored times have lost
+/// their fraction of a second, so neither the request nor the whole entry tells two apart or
+/// recognises one written before.
+fn merge_events(stored: &[RecentEvent], now: &[RecentEvent]) -> Vec<RecentEvent> {
+    fn key(e: &RecentEvent) -> (&str, Option<&str>, Option<&str>) {
+        (&e.request_id, e.mapping.as_deref(), e.event_id.as_deref())
+    }
+    let mut events = now.to_vec();
+    events.extend(
+        stored
+            .iter()
+            .filter(|e| !now.iter().any(|n| key(n) == key(e)))
+            .cloned(),
+    );
+    // Stable: this replica's entries, newest first, stay ahead of stored ones of the same time.
+    events.sort_by(|a, b| b.time.cmp(&a.time));
+    events.truncate(MAX_RECENT);
+    events
+}
+
 fn merge_source(
     stored: &crate::api::WebhookSourceStatus,
     snap: &SourceSnapshot,
@@ -309,14 +330,7 @@ fn merge_source(
         &previous.counters,
     );
 
-    let mut events: Vec<RecentEvent> = stored.recent_events.clone();
-    for e in &snap.recent_events {
-        if !events.iter().any(|x| x.request_id == e.request_id) {
-            events.push(e.clone());
-        }
-    }
-    events.sort_by(|a, b| b.time.cmp(&a.time));
-    events.truncate(MAX_RECENT);
+    let events = merge_events(&stored.recent_events, &snap.recent_events);
 
     let mut fields: Vec<ObservedField> = stored.observed_fields.clone();
     for f in &snap.observed_fields {
@@ -382,6 +396,43 @@ mod tests {
         };
         let sum = add(&stored, &now, &before);
         assert_eq!((sum.received, sum.delivered, sum.failed), (12, 9, 1));
+    }
+
+    #[test]
+    fn recent_events_of_one_batch_are_all_kept_and_a_stored_one_is_not_repeated() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let event = |request: &str, id: &str, nanos: i32| RecentEvent {
+            time: Time(jiff::Timestamp::new(1_700_000_000, nanos).unwrap()),
+            request_id: request.into(),
+            mapping: Some("batch".into()),
+            event_name: Some("Signup".into()),
+            event_id: Some(id.into()),
+            identity: None,
+            outcome: "delivered".into(),
+        };
+        // Written before, as read back: the time without its fraction.
+        let stored = vec![event("r1", "evt_1", 0)];
+        // This replica still holds r1's event, and a batch of three from r2 since.
+        let now = vec![
+            event("r2", "evt_4", 700),
+            event("r2", "evt_3", 700),
+            event("r2", "evt_2", 700),
+            event("r1", "evt_1", 500),
+        ];
+        let merged = merge_events(&stored, &now);
+        let shown: Vec<(&str, &str)> = merged
+            .iter()
+            .map(|e| (e.request_id.as_str(), e.event_id.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("r2", "evt_4"),
+                ("r2", "evt_3"),
+                ("r2", "evt_2"),
+                ("r1", "evt_1")
+            ]
+        );
     }
 
     #[test]
