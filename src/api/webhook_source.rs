@@ -350,7 +350,7 @@ pub struct Counters {
     pub failed: i64,
 }
 
-/// One handled request; identities are masked.
+/// One event of a handled request, or a request without events; identities are masked.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecentEvent {
@@ -442,7 +442,8 @@ pub struct WebhookSourceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_at: Option<Time>,
 
-    /// The last 10 requests.
+    /// The last 10 events, newest first; a request without events (ignored, rejected, failed)
+    /// is listed once, a batch once per event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_events: Vec<RecentEvent>,
 
