@@ -219,21 +219,26 @@ async fn a_webhook_travels_from_apply_to_sink_and_status_through_rotate_disable_
     assert!(!metrics.contains(&new_url[new_url.find("/h/").unwrap() + 3..]));
 }
 
+/// Applies the `shop` source with `mapping`; returns the source's URL once it has one.
+async fn apply_shop(c: &Cluster, mapping: &str) -> String {
+    support::kubectl_ok(
+        &["apply", "-n", &c.ns, "-f", "-"],
+        Some(&format!("{SOURCE}---{mapping}")),
+    );
+    c.wait_source("shop", "source URL", |s| {
+        s.status.as_ref().is_some_and(|st| st.url.is_some())
+    })
+    .await;
+    c.url("shop").await
+}
+
 #[tokio::test]
 async fn two_ingest_replicas_count_every_request_exactly_once() {
     let c = Cluster::new().await;
     let a = c.ingest("a").await;
     let b = c.ingest("b").await;
     let _operator = c.operator(&format!("http://{}", a.addr));
-    support::kubectl_ok(
-        &["apply", "-n", &c.ns, "-f", "-"],
-        Some(&format!("{SOURCE}---{MAPPING}")),
-    );
-    c.wait_source("shop", "source Ready", |s| {
-        s.status.as_ref().is_some_and(|st| st.url.is_some())
-    })
-    .await;
-    let url = c.url("shop").await;
+    let url = apply_shop(&c, MAPPING).await;
     let mut warm = 0;
     for ingest in [&a, &b] {
         warm += ingest
@@ -305,15 +310,7 @@ spec:
     id: "{{$item.id}}"
     externalId: "{{$item.customer}}"
 "#;
-    support::kubectl_ok(
-        &["apply", "-n", &c.ns, "-f", "-"],
-        Some(&format!("{SOURCE}---{batch_mapping}")),
-    );
-    c.wait_source("shop", "source Ready", |s| {
-        s.status.as_ref().is_some_and(|st| st.url.is_some())
-    })
-    .await;
-    let url = c.url("shop").await;
+    let url = apply_shop(&c, batch_mapping).await;
     let ids = ["b_1", "b_2", "b_3"];
     let orders: Vec<Value> = ids
         .iter()
