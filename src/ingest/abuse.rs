@@ -336,7 +336,9 @@ async fn good_connection(
             }
             let s = stream.as_mut().expect("connected above");
             s.write_all(request).await?;
-            read_response(s, &mut buffer).await
+            read_response(s, &mut buffer)
+                .await
+                .map(|(status, _)| status)
         };
         match tokio::time::timeout(Duration::from_secs(10), result).await {
             Ok(Ok(status)) => {
@@ -584,7 +586,9 @@ async fn bad_tokens(addr: &str, attacker: usize, stats: &AttackStats, stop: Inst
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let answered = async {
             stream.write_all(&bytes).await?;
-            read_response(&mut stream, &mut buffer).await
+            read_response(&mut stream, &mut buffer)
+                .await
+                .map(|(status, _)| status)
         };
         match answered.await {
             Ok(status) => stats.answer(status),

@@ -348,7 +348,7 @@ impl Conn {
         let mut samples = Samples::default();
         let mut buffer = Vec::with_capacity(4096);
         for n in 0..expected {
-            let status = read_response(&mut stream, &mut buffer).await?;
+            let (status, _) = read_response(&mut stream, &mut buffer).await?;
             let done = since(self.origin);
             // The sender stamped both before sending, so before this answer existed.
             let sent = line.sent.load(Ordering::Acquire);
@@ -378,11 +378,12 @@ impl Conn {
     }
 }
 
-/// Reads one response (head, then Content-Length bytes of body); returns its status.
+/// Reads one response (head, then Content-Length bytes of body) into `buffer`, replacing what
+/// it held; returns its status and where its body is in `buffer`.
 pub(super) async fn read_response(
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
-) -> std::io::Result<u16> {
+) -> std::io::Result<(u16, std::ops::Range<usize>)> {
     buffer.clear();
     let (head_len, body_len) = loop {
         if stream.read_buf(buffer).await? == 0 {
@@ -414,9 +415,7 @@ pub(super) async fn read_response(
         .and_then(|s| std::str::from_utf8(s).ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    // Keep whatever followed (nothing, without pipelining).
-    buffer.drain(..head_len + body_len);
-    Ok(status)
+    Ok((status, head_len..head_len + body_len))
 }
 
 #[cfg(test)]

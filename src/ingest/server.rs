@@ -1133,34 +1133,16 @@ mod tests {
 
     /// Sends a body-less POST on `stream` and reads the answer: its body.
     async fn post(stream: &mut tokio::net::TcpStream) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         stream
             .write_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
             .await
             .unwrap();
-        let mut answer = Vec::new();
-        loop {
-            let mut chunk = [0u8; 512];
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "connection closed before the answer");
-            answer.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&answer).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")
-                            .map(str::to_owned)
-                    })
-                    .expect("content-length")
-                    .parse()
-                    .unwrap();
-                if body.len() >= length {
-                    return body.to_owned();
-                }
-            }
-        }
+        let mut buffer = Vec::new();
+        let (_, body) = crate::ingest::bare::read_response(stream, &mut buffer)
+            .await
+            .expect("an answer before the connection closed");
+        String::from_utf8_lossy(&buffer[body]).into_owned()
     }
 
     #[tokio::test]
